@@ -1,0 +1,65 @@
+/*-------------------------------------------------------------------------
+ *
+ * pa_apply.h
+ *	  Contract between an apply worker's main loop (src/worker.c) and the
+ *	  row applier (src/apply.c, src/relmap.c).
+ *
+ * The worker loop owns transaction boundaries, commit order and the
+ * replication origin: it calls pa_apply_message() for every row-level
+ * pgoutput message of the remote transaction it is applying, then commits
+ * (src/commit.c).  The applier owns everything between: the relation map,
+ * conversion of remote tuples, executor state, partition routing, privilege
+ * checks, and the error context that names the remote transaction, the
+ * relation and the column being processed.
+ *
+ *-------------------------------------------------------------------------
+ */
+#ifndef PA_APPLY_H
+#define PA_APPLY_H
+
+#include "access/xlogdefs.h"
+#include "lib/stringinfo.h"
+#include "replication/logicalproto.h"
+
+/*
+ * What the error context callback reports.  The worker loop fills in the
+ * transaction fields at BEGIN and clears them after COMMIT; the applier
+ * fills in the message type, relation and column as it goes.
+ */
+typedef struct PaErrorContext
+{
+	const char *origin_name;	/* "pg_<suboid>" */
+	LogicalRepMsgType command;	/* 0 when not processing a message */
+	char	   *nspname;		/* target relation, or NULL */
+	char	   *relname;
+	const char *attname;		/* column being converted, or NULL */
+	TransactionId remote_xid;	/* InvalidTransactionId outside a remote xact */
+	XLogRecPtr	finish_lsn;		/* remote commit LSN of that transaction */
+} PaErrorContext;
+
+extern PGDLLIMPORT PaErrorContext pa_errctx;
+
+/* errcontext callback; push it with arg NULL around message processing */
+extern void pa_apply_error_callback(void *arg);
+
+/*
+ * Once per worker process, after the database connection is made and
+ * before the first message: registers relcache/syscache invalidation
+ * callbacks and creates the applier's memory contexts.
+ */
+extern void pa_apply_init(void);
+
+/*
+ * Apply one pgoutput message.  s->data[s->cursor] is the message type byte,
+ * one of LOGICAL_REP_MSG_RELATION, _TYPE, _INSERT, _UPDATE, _DELETE,
+ * _TRUNCATE (any streamed-transaction xid prefix has already been removed).
+ * The message is applied inside the current local transaction, which is
+ * started if none is open (StartTransactionCommand); the caller commits.
+ * Errors are thrown with ereport; the caller does not catch them.
+ */
+extern void pa_apply_message(StringInfo s);
+
+/* true if a local transaction was started by pa_apply_message() */
+extern bool pa_apply_in_transaction(void);
+
+#endif							/* PA_APPLY_H */

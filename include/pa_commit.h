@@ -1,0 +1,21 @@
+/*-------------------------------------------------------------------------
+ *
+ * pa_commit.h
+ *	  Commit order and progress (src/commit.c), used by the apply workers.
+ *
+ *-------------------------------------------------------------------------
+ */
+#ifndef PA_COMMIT_H
+#define PA_COMMIT_H
+
+#include "pa_protocol.h"
+#include "parallel_apply.h"
+#include "replication/origin.h"
+
+extern void pa_commit_init(PaSub *sub, RepOriginId originid);
+extern void pa_commit_start(PaTxn *txn);
+extern bool pa_wait_for_commit(uint64 seq);
+extern XLogRecPtr pa_commit_in_order(PaTxn *txn, const PaMsgCommit *commit);
+extern void pa_commit_abandon(void);
+
+#endif							/* PA_COMMIT_H */

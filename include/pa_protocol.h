@@ -1,0 +1,48 @@
+/*-------------------------------------------------------------------------
+ *
+ * pa_protocol.h
+ *	  The messages the leader writes into a worker's chunks (src/dispatch.c
+ *	  writes them, src/worker.c reads them).
+ *
+ * Each message is framed as a uint32 length followed by that many bytes; the
+ * first byte is the kind.  Frames may straddle chunks.  BEGIN and COMMIT
+ * carry the engine's own fixed-size structs; CHANGE carries one pgoutput
+ * message (RELATION, INSERT, UPDATE, DELETE or TRUNCATE) exactly as the
+ * publisher sent it, with any streamed-transaction xid prefix removed, so
+ * the worker decodes rows itself and the leader's per-change work stays a
+ * copy.
+ *
+ *-------------------------------------------------------------------------
+ */
+#ifndef PA_PROTOCOL_H
+#define PA_PROTOCOL_H
+
+#include "access/xlogdefs.h"
+#include "datatype/timestamp.h"
+
+#define PA_MSG_BEGIN	'B'
+#define PA_MSG_CHANGE	'P'
+#define PA_MSG_COMMIT	'C'
+
+#define PA_MAX_DEPS		8		/* dependencies carried in BEGIN; more
+								 * collapse to "wait for the predecessor" */
+
+typedef struct PaMsgBegin
+{
+	uint64		seq;			/* commit-order sequence number */
+	TransactionId remote_xid;
+	XLogRecPtr	final_lsn;		/* remote commit LSN */
+	TimestampTz committime;
+	int			ndeps;			/* predecessors to wait for before the
+								 * first change */
+	uint64		deps[PA_MAX_DEPS];
+} PaMsgBegin;
+
+typedef struct PaMsgCommit
+{
+	XLogRecPtr	commit_lsn;
+	XLogRecPtr	end_lsn;
+	TimestampTz committime;
+} PaMsgCommit;
+
+#endif							/* PA_PROTOCOL_H */

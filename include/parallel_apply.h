@@ -1,0 +1,187 @@
+/*-------------------------------------------------------------------------
+ *
+ * parallel_apply.h
+ *	  Shared state of the parallel_apply engine: GUCs, the shared-memory
+ *	  layout every process of the engine agrees on, and the entry points of
+ *	  the background workers.
+ *
+ * One PaSub slot exists per attached subscription.  Its fields are written
+ * by exactly one kind of process each (noted per field), so that the hot
+ * paths need no locks:
+ *
+ *	- the leader owns the transaction ring entries it dispatches, the chunk
+ *	  free queue (single consumer) and the completion queue (single
+ *	  consumer);
+ *	- each apply worker owns its dispatch queue (single consumer) and
+ *	  advances the commit watermark when its commit turn comes;
+ *	- PaShared->lock (an LWLock) protects only slot assignment and the
+ *	  in_use/subid/dbid/stop_requested fields.
+ *
+ *-------------------------------------------------------------------------
+ */
+#ifndef PARALLEL_APPLY_H
+#define PARALLEL_APPLY_H
+
+#define _LGPL_SOURCE
+#include <urcu/wfcqueue.h>
+
+#include "access/xlogdefs.h"
+#include "datatype/timestamp.h"
+#include "port/atomics.h"
+#include "storage/condition_variable.h"
+#include "storage/latch.h"
+#include "storage/lwlock.h"
+
+#define PA_MAX_WORKERS		32	/* upper bound of parallel_apply.workers */
+#define PA_MAX_INFLIGHT		4096	/* transactions dispatched, not yet
+									 * completed, per subscription */
+#define PA_CHUNK_SIZE		8192	/* bytes per queue chunk, header included */
+
+/* name of the replication origin that marks a subscription as attached */
+#define PA_ATTACH_MARKER_FMT "parallel_apply_attached_%u"
+
+/* advisory lock "field4" used for commit-order locks (users use 1 and 2) */
+#define PA_LOCKTAG_COMMIT_ORDER 0x5041
+
+/* GUCs (src/parallel_apply.c) */
+extern int	pa_workers;
+extern int	pa_queue_memory_kb;
+extern int	pa_max_subscriptions;
+extern int	pa_retry_interval_ms;
+extern int	pa_launcher_naptime_ms;
+extern char *pa_database;
+
+/* A piece of the bounded queue memory: carries framed messages to a worker */
+typedef struct PaChunk
+{
+	struct cds_wfcq_node node;	/* link in a dispatch queue or the free queue */
+	uint32		len;			/* bytes of data used */
+	char		data[FLEXIBLE_ARRAY_MEMBER];
+} PaChunk;
+
+#define PA_CHUNK_CAPACITY	(PA_CHUNK_SIZE - offsetof(PaChunk, data))
+
+/* One transaction in flight, in the ring indexed by seq % PA_MAX_INFLIGHT */
+typedef struct PaTxn
+{
+	struct cds_wfcq_node done_node; /* completion queue link */
+	uint64		seq;			/* commit-order sequence number (leader) */
+	int			worker;			/* worker it was given to (leader) */
+	TransactionId remote_xid;	/* (leader) */
+	XLogRecPtr	end_lsn;		/* remote end LSN, set at COMMIT (leader) */
+	XLogRecPtr	local_end;		/* local commit record end (worker) */
+	pg_atomic_uint32 lock_held; /* worker holds this seq's commit lock */
+} PaTxn;
+
+typedef enum PaWorkerState
+{
+	PA_WORKER_FREE = 0,
+	PA_WORKER_IDLE,				/* waiting for work */
+	PA_WORKER_APPLYING,
+	PA_WORKER_WAITING			/* waiting for a predecessor's commit */
+} PaWorkerState;
+
+typedef struct PaWorker
+{
+	pid_t		pid;			/* 0 when the slot is free (worker) */
+	Latch	   *latch;			/* (worker) */
+	PaWorkerState state;		/* (worker) */
+	struct __cds_wfcq_head qhead;	/* dispatch queue: leader -> worker */
+	struct cds_wfcq_tail qtail;
+	pg_atomic_uint64 current_seq;	/* seq being applied, 0 if none (worker) */
+	pg_atomic_uint64 applied;	/* transactions committed (worker) */
+} PaWorker;
+
+typedef enum PaSubState
+{
+	PA_SUB_STOPPED = 0,			/* no leader running */
+	PA_SUB_STARTING,
+	PA_SUB_STREAMING
+} PaSubState;
+
+typedef struct PaSub
+{
+	/* protected by PaShared->lock */
+	bool		in_use;
+	Oid			subid;
+	Oid			dbid;
+	bool		stop_requested; /* detach or drop in progress */
+	int			stop_requester; /* pid of the backend asking */
+
+	/* written by the leader */
+	pid_t		leader_pid;
+	Latch	   *leader_latch;
+	PaSubState	state;
+	int			nworkers;
+	pg_atomic_uint32 leader_waiting;	/* leader waits for free chunks */
+	pg_atomic_uint64 received_lsn;
+	pg_atomic_uint64 applied_lsn;
+	pg_atomic_uint64 flushed_lsn;
+
+	/* commit watermark: seq of the last transaction committed in order */
+	pg_atomic_uint64 committed_seq;
+	ConditionVariable cv;		/* broadcast when a transaction starts or
+								 * commits */
+
+	/* counters, kept across leader restarts */
+	pg_atomic_uint64 txns_applied;
+	pg_atomic_uint64 dependency_waits;
+	pg_atomic_uint64 serial_retries;
+	pg_atomic_uint64 restarts;
+
+	/* queues; see pa_queue.h */
+	struct __cds_wfcq_head free_head;	/* free chunks: workers -> leader */
+	struct cds_wfcq_tail free_tail;
+	struct __cds_wfcq_head done_head;	/* completions: workers -> leader */
+	struct cds_wfcq_tail done_tail;
+	char	   *pool;			/* this slot's chunks, in the main segment */
+	uint32		nchunks;
+
+	PaWorker	workers[PA_MAX_WORKERS];
+	PaTxn		txns[PA_MAX_INFLIGHT];
+} PaSub;
+
+typedef struct PaShared
+{
+	LWLock	   *lock;
+	pid_t		launcher_pid;
+	Latch	   *launcher_latch;
+	int			nsubs;
+	PaSub		subs[FLEXIBLE_ARRAY_MEMBER];
+} PaShared;
+
+extern PaShared *pa_shared;
+
+/* parallel_apply.c */
+extern bool pa_preloaded;
+extern void pa_check_preloaded(void);
+extern PaSub *pa_find_sub(Oid subid);
+extern void pa_wake_launcher(void);
+
+/* sqlapi.c */
+extern void pa_sqlapi_init(void);
+
+/* launcher.c */
+extern void pa_launcher_register(void);
+extern PGDLLEXPORT void pa_launcher_main(Datum main_arg);
+extern bool pa_subscription_is_attached(Oid subid);
+extern char *pa_attach_marker_name(Oid subid);
+
+/* receive.c: leader entry point */
+extern PGDLLEXPORT void pa_leader_main(Datum main_arg);
+
+/* worker.c: apply worker entry point */
+extern PGDLLEXPORT void pa_worker_main(Datum main_arg);
+
+/* arguments passed in bgw_extra to leaders and workers */
+typedef struct PaWorkerArgs
+{
+	Oid			subid;
+	Oid			dbid;
+	Oid			owner;
+	int			slot;			/* index in pa_shared->subs */
+	int			worker;			/* worker index, -1 for the leader */
+	pid_t		leader_pid;
+} PaWorkerArgs;
+
+#endif							/* PARALLEL_APPLY_H */

@@ -1,0 +1,172 @@
+/*-------------------------------------------------------------------------
+ *
+ * commit.c
+ *	  Commit order and progress: the commit watermark, the commit-order
+ *	  locks, and the hand-over of the subscription's replication origin.
+ *
+ * Owns: PaSub->committed_seq (the watermark: seq of the last transaction
+ * committed in order) and the advisory locks
+ * (MyDatabaseId, subid, seq, PA_LOCKTAG_COMMIT_ORDER).
+ *
+ * Invariants kept here:
+ *	- commit order (1): a worker commits seq only once the watermark is
+ *	  seq - 1, and advances it to seq only after its commit;
+ *	- exactly once (2): the origin's LSN advances inside the same local
+ *	  commit as the transaction's rows.  PG15 lets one process at a time own
+ *	  an origin session, so the worker whose turn has come sets the session
+ *	  up, sets replorigin_session_origin_lsn/_timestamp, commits, and resets
+ *	  it before it advances the watermark; the next worker can only set it
+ *	  up after that;
+ *	- every wait for another transaction's commit is a heavyweight-lock
+ *	  wait (4): the worker applying seq holds the lock of seq in exclusive
+ *	  mode from the moment it starts the transaction until after it
+ *	  commits; a waiter takes it in share mode.  A waiter whose target has
+ *	  not started yet waits on the lock of whatever its target's worker is
+ *	  applying, so a cycle through rows that an earlier transaction holds
+ *	  is always visible to the deadlock detector.  Only the instant between
+ *	  two transactions of a worker, when it holds no lock at all, is
+ *	  bridged by a condition variable.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "access/xact.h"
+#include "access/xlog.h"
+#include "miscadmin.h"
+#include "pa_commit.h"
+#include "pa_queue.h"
+#include "pgstat.h"
+#include "storage/lock.h"
+
+static PaSub *my_sub = NULL;
+static RepOriginId my_origin = InvalidRepOriginId;
+static uint64 held_seq = 0;		/* seq whose commit lock we hold, or 0 */
+
+void
+pa_commit_init(PaSub *sub, RepOriginId originid)
+{
+	my_sub = sub;
+	my_origin = originid;
+}
+
+static inline void
+set_tag(LOCKTAG *tag, uint64 seq)
+{
+	SET_LOCKTAG_ADVISORY(*tag, MyDatabaseId, my_sub->subid, (uint32) seq,
+						 PA_LOCKTAG_COMMIT_ORDER);
+}
+
+/* The worker starts applying txn: take its commit lock and say so */
+void
+pa_commit_start(PaTxn *txn)
+{
+	LOCKTAG		tag;
+
+	set_tag(&tag, txn->seq);
+	(void) LockAcquire(&tag, ExclusiveLock, true, false);
+	held_seq = txn->seq;
+	pg_atomic_write_u32(&txn->lock_held, 1);
+	ConditionVariableBroadcast(&my_sub->cv);
+}
+
+static void
+wait_on_lock(uint64 seq)
+{
+	LOCKTAG		tag;
+
+	set_tag(&tag, seq);
+	(void) LockAcquire(&tag, ShareLock, true, false);
+	LockRelease(&tag, ShareLock, true);
+}
+
+/*
+ * Wait until transaction seq has committed (the watermark reached it).
+ * Returns true if we had to wait.
+ */
+bool
+pa_wait_for_commit(uint64 seq)
+{
+	bool		waited = false;
+
+	for (;;)
+	{
+		PaTxn	   *txn;
+		uint64		cur;
+
+		CHECK_FOR_INTERRUPTS();
+		if (pg_atomic_read_u64(&my_sub->committed_seq) >= seq)
+			break;
+		waited = true;
+
+		txn = &my_sub->txns[seq % PA_MAX_INFLIGHT];
+		pg_read_barrier();
+		if (txn->seq == seq && pg_atomic_read_u32(&txn->lock_held))
+		{
+			wait_on_lock(seq);
+			continue;
+		}
+		cur = (txn->seq == seq) ?
+			pg_atomic_read_u64(&my_sub->workers[txn->worker].current_seq) : 0;
+		if (cur != 0 && cur < seq)
+		{
+			wait_on_lock(cur);	/* its worker is busy with an earlier one */
+			continue;
+		}
+		ConditionVariableSleep(&my_sub->cv, PG_WAIT_EXTENSION);
+	}
+	ConditionVariableCancelSleep();
+	return waited;
+}
+
+/*
+ * Commit the open local transaction (if any) as txn, in order, advancing
+ * the origin in the same commit.  Returns the local commit's end LSN.
+ */
+XLogRecPtr
+pa_commit_in_order(PaTxn *txn, const PaMsgCommit *commit)
+{
+	XLogRecPtr	local_end = InvalidXLogRecPtr;
+	LOCKTAG		tag;
+
+	if (txn->seq > 1)
+		(void) pa_wait_for_commit(txn->seq - 1);
+
+	if (IsTransactionState())
+	{
+		replorigin_session_setup(my_origin);
+		replorigin_session_origin_lsn = commit->end_lsn;
+		replorigin_session_origin_timestamp = commit->committime;
+		CommitTransactionCommand();
+		replorigin_session_reset();
+		replorigin_session_origin_lsn = InvalidXLogRecPtr;
+		replorigin_session_origin_timestamp = 0;
+		local_end = XactLastCommitEnd;
+		pgstat_report_stat(false);
+	}
+
+	txn->local_end = local_end;
+	pg_write_barrier();
+	pg_atomic_write_u64(&my_sub->committed_seq, txn->seq);
+
+	set_tag(&tag, txn->seq);
+	pg_atomic_write_u32(&txn->lock_held, 0);
+	LockRelease(&tag, ExclusiveLock, true);
+	held_seq = 0;
+	ConditionVariableBroadcast(&my_sub->cv);
+	return local_end;
+}
+
+/* Error path: drop the origin session if we hold it (locks go at exit) */
+void
+pa_commit_abandon(void)
+{
+	if (held_seq != 0)
+	{
+		LOCKTAG		tag;
+
+		set_tag(&tag, held_seq);
+		LockRelease(&tag, ExclusiveLock, true);
+		held_seq = 0;
+	}
+}

@@ -1,0 +1,333 @@
+/*-------------------------------------------------------------------------
+ *
+ * dispatch.c
+ *	  The leader's dispatcher: gives each remote transaction its commit-order
+ *	  sequence number and a worker, and writes its messages into that
+ *	  worker's queue.
+ *
+ * Owns: sequence numbers, the transaction ring entries (PaSub->txns), the
+ * choice of worker, the leader's copy of every RELATION message and which
+ * worker has seen which version of it, and the positions reported to the
+ * publisher.
+ *
+ * Invariants kept here:
+ *	- sequence numbers follow the publisher's commit order (BEGIN order for
+ *	  ordinary transactions, STREAM COMMIT order for streamed ones, which are
+ *	  dispatched whole at STREAM COMMIT), so committing in sequence order is
+ *	  committing in the publisher's order (invariant 1);
+ *	- a worker receives the current RELATION message of a relation before
+ *	  the first change it applies to it;
+ *	- a ring entry is reused only after the leader has processed the
+ *	  completion of the transaction that used it;
+ *	- the flush position is the end LSN of the latest transaction such that
+ *	  it and every earlier one are committed in order and their local commit
+ *	  records are flushed (invariant 3); the apply position the same without
+ *	  the flush condition.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "access/xlog.h"
+#include "miscadmin.h"
+#include "pa_leader.h"
+#include "pa_protocol.h"
+#include "pa_queue.h"
+#include "utils/hsearch.h"
+#include "utils/memutils.h"
+
+/* leader-local record of each dispatched transaction, for feedback */
+#define PA_FIFO_SIZE	(PA_MAX_INFLIGHT * 16)
+
+typedef struct FifoEntry
+{
+	XLogRecPtr	end_lsn;		/* remote end LSN, known at COMMIT */
+	XLogRecPtr	local_end;		/* local commit end, known at completion */
+	bool		done;			/* completion processed */
+} FifoEntry;
+
+typedef struct RelEntry
+{
+	LogicalRepRelId relid;		/* hash key */
+	uint32		version;
+	char	   *msg;
+	int			len;
+	uint32		sent[PA_MAX_WORKERS];	/* version each worker has seen */
+} RelEntry;
+
+static FifoEntry *fifo;
+static uint64 next_seq;			/* next sequence number to give */
+static uint64 done_upto;		/* every seq <= it has completed */
+static uint64 flushed_upto;		/* every seq <= it is flushed locally */
+static int	inflight[PA_MAX_WORKERS];
+static uint64 cur_seq;			/* transaction being dispatched, or 0 */
+static int	cur_worker;
+static PaChunk *open_chunk[PA_MAX_WORKERS];
+static HTAB *relations;
+static MemoryContext RelContext;
+
+void
+pa_dispatch_init(void)
+{
+	HASHCTL		ctl;
+
+	fifo = MemoryContextAllocZero(TopMemoryContext, sizeof(FifoEntry) * PA_FIFO_SIZE);
+	next_seq = 1;
+	done_upto = flushed_upto = 0;
+	cur_seq = 0;
+	memset(inflight, 0, sizeof(inflight));
+	memset(open_chunk, 0, sizeof(open_chunk));
+
+	RelContext = AllocSetContextCreate(TopMemoryContext,
+									   "parallel_apply leader relations",
+									   ALLOCSET_DEFAULT_SIZES);
+	ctl.keysize = sizeof(LogicalRepRelId);
+	ctl.entrysize = sizeof(RelEntry);
+	ctl.hcxt = RelContext;
+	relations = hash_create("parallel_apply leader relations", 256, &ctl,
+							HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
+}
+
+/* A chunk from the pool, waiting (without reading) while memory is full */
+static PaChunk *
+get_chunk(void)
+{
+	PaSub	   *sub = pa_leader.sub;
+
+	for (;;)
+	{
+		PaChunk    *chunk = pa_chunk_get(sub);
+
+		if (chunk)
+			return chunk;
+		pg_atomic_write_u32(&sub->leader_waiting, 1);
+		pg_memory_barrier();
+		chunk = pa_chunk_get(sub);
+		if (chunk == NULL)
+			pa_leader_idle();
+		pg_atomic_write_u32(&sub->leader_waiting, 0);
+		if (chunk)
+			return chunk;
+	}
+}
+
+static void
+write_bytes(int w, const char *data, Size len)
+{
+	while (len > 0)
+	{
+		PaChunk    *chunk = open_chunk[w];
+		Size		n;
+
+		if (chunk == NULL)
+			chunk = open_chunk[w] = get_chunk();
+		n = Min(len, PA_CHUNK_CAPACITY - chunk->len);
+		memcpy(chunk->data + chunk->len, data, n);
+		chunk->len += n;
+		data += n;
+		len -= n;
+		if (chunk->len == PA_CHUNK_CAPACITY)
+		{
+			open_chunk[w] = NULL;
+			pa_chunk_send(pa_leader.sub, w, chunk);
+		}
+	}
+}
+
+static void
+write_frame(int w, char kind, const void *payload, Size len)
+{
+	uint32		total = 1 + len;
+
+	write_bytes(w, (const char *) &total, sizeof(total));
+	write_bytes(w, &kind, 1);
+	write_bytes(w, payload, len);
+}
+
+static void
+flush_worker(int w)
+{
+	if (open_chunk[w] != NULL && open_chunk[w]->len > 0)
+	{
+		pa_chunk_send(pa_leader.sub, w, open_chunk[w]);
+		open_chunk[w] = NULL;
+	}
+}
+
+/* Least-loaded worker; ties go to the lowest-numbered one */
+static int
+choose_worker(void)
+{
+	int			best = 0;
+	int			i;
+
+	for (i = 1; i < pa_leader.nworkers; i++)
+	{
+		if (inflight[i] < inflight[best])
+			best = i;
+	}
+	return best;
+}
+
+void
+pa_dispatch_begin(TransactionId xid, XLogRecPtr final_lsn, TimestampTz committime)
+{
+	PaSub	   *sub = pa_leader.sub;
+	PaMsgBegin	msg;
+	PaTxn	   *txn;
+	uint64		seq;
+	int			w;
+
+	Assert(cur_seq == 0);
+
+	/* the ring entry and the fifo entry must be free */
+	for (;;)
+	{
+		pa_dispatch_process_completions();
+		if (next_seq <= done_upto + PA_MAX_INFLIGHT &&
+			next_seq <= flushed_upto + PA_FIFO_SIZE)
+			break;
+		pa_leader_idle();
+	}
+
+	seq = next_seq++;
+	w = choose_worker();
+
+	txn = &sub->txns[seq % PA_MAX_INFLIGHT];
+	txn->seq = seq;
+	txn->worker = w;
+	txn->remote_xid = xid;
+	txn->end_lsn = final_lsn;
+	txn->local_end = InvalidXLogRecPtr;
+	pg_atomic_write_u32(&txn->lock_held, 0);
+	pg_write_barrier();
+
+	fifo[seq % PA_FIFO_SIZE].end_lsn = InvalidXLogRecPtr;
+	fifo[seq % PA_FIFO_SIZE].local_end = InvalidXLogRecPtr;
+	fifo[seq % PA_FIFO_SIZE].done = false;
+	inflight[w]++;
+	cur_seq = seq;
+	cur_worker = w;
+
+	memset(&msg, 0, sizeof(msg));
+	msg.seq = seq;
+	msg.remote_xid = xid;
+	msg.final_lsn = final_lsn;
+	msg.committime = committime;
+	/* ordered pipeline: wait for the predecessor before the first change */
+	msg.ndeps = seq > 1 ? 1 : 0;
+	msg.deps[0] = seq - 1;
+	write_frame(w, PA_MSG_BEGIN, &msg, sizeof(msg));
+}
+
+void
+pa_dispatch_relation(LogicalRepRelId relid, const char *msg, int len)
+{
+	RelEntry   *entry;
+	bool		found;
+
+	entry = hash_search(relations, &relid, HASH_ENTER, &found);
+	if (found)
+	{
+		if (entry->len == len && memcmp(entry->msg, msg, len) == 0)
+			return;				/* re-sent unchanged */
+		pfree(entry->msg);
+	}
+	else
+	{
+		entry->version = 0;
+		memset(entry->sent, 0, sizeof(entry->sent));
+	}
+	entry->msg = MemoryContextAlloc(RelContext, len);
+	memcpy(entry->msg, msg, len);
+	entry->len = len;
+	entry->version++;
+}
+
+void
+pa_dispatch_change(const char *msg, int len, LogicalRepRelId *relids, int nrelids)
+{
+	int			w = cur_worker;
+	int			i;
+
+	if (cur_seq == 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_PROTOCOL_VIOLATION),
+				 errmsg_internal("data change outside a remote transaction")));
+
+	for (i = 0; i < nrelids; i++)
+	{
+		RelEntry   *entry = hash_search(relations, &relids[i], HASH_FIND, NULL);
+
+		if (entry == NULL)
+			ereport(ERROR,
+					(errcode(ERRCODE_PROTOCOL_VIOLATION),
+					 errmsg("no relation map entry for remote relation ID %u",
+							relids[i])));
+		if (entry->sent[w] != entry->version)
+		{
+			write_frame(w, PA_MSG_CHANGE, entry->msg, entry->len);
+			entry->sent[w] = entry->version;
+		}
+	}
+	write_frame(w, PA_MSG_CHANGE, msg, len);
+}
+
+void
+pa_dispatch_commit(XLogRecPtr commit_lsn, XLogRecPtr end_lsn, TimestampTz committime)
+{
+	PaMsgCommit msg;
+
+	if (cur_seq == 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_PROTOCOL_VIOLATION),
+				 errmsg_internal("COMMIT outside a remote transaction")));
+
+	fifo[cur_seq % PA_FIFO_SIZE].end_lsn = end_lsn;
+	msg.commit_lsn = commit_lsn;
+	msg.end_lsn = end_lsn;
+	msg.committime = committime;
+	write_frame(cur_worker, PA_MSG_COMMIT, &msg, sizeof(msg));
+	flush_worker(cur_worker);
+	cur_seq = 0;
+}
+
+/* Drain the completion queue; returns true if anything completed */
+bool
+pa_dispatch_process_completions(void)
+{
+	PaSub	   *sub = pa_leader.sub;
+	PaTxn	   *txn;
+	bool		any = false;
+
+	while ((txn = pa_done_receive(sub)) != NULL)
+	{
+		FifoEntry  *e = &fifo[txn->seq % PA_FIFO_SIZE];
+
+		e->local_end = txn->local_end;
+		e->done = true;
+		inflight[txn->worker]--;
+		any = true;
+	}
+	while (done_upto + 1 < next_seq && fifo[(done_upto + 1) % PA_FIFO_SIZE].done)
+		done_upto++;
+	return any;
+}
+
+void
+pa_dispatch_positions(XLogRecPtr *applied, XLogRecPtr *flushed, bool *pending)
+{
+	XLogRecPtr	flushptr = GetFlushRecPtr(NULL);
+
+	while (flushed_upto < done_upto)
+	{
+		FifoEntry  *e = &fifo[(flushed_upto + 1) % PA_FIFO_SIZE];
+
+		if (e->local_end != InvalidXLogRecPtr && e->local_end > flushptr)
+			break;
+		flushed_upto++;
+	}
+	*applied = done_upto > 0 ? fifo[done_upto % PA_FIFO_SIZE].end_lsn : InvalidXLogRecPtr;
+	*flushed = flushed_upto > 0 ? fifo[flushed_upto % PA_FIFO_SIZE].end_lsn : InvalidXLogRecPtr;
+	*pending = (flushed_upto + 1 < next_seq);
+}

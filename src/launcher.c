@@ -1,0 +1,358 @@
+/*-------------------------------------------------------------------------
+ *
+ * launcher.c
+ *	  The static background worker that starts a leader for every attached
+ *	  subscription, in whatever database it lives.
+ *
+ * Owns: the assignment of PaSub slots to attached subscriptions and the
+ * lifetime of leaders (start, restart after parallel_apply.retry_interval).
+ *
+ * A subscription is attached while a replication origin named
+ * "parallel_apply_attached_<subid>" exists.  pg_replication_origin and
+ * pg_subscription are shared catalogs, so the launcher, connected to
+ * parallel_apply.database, sees every database's attachments, and the marker
+ * is created and dropped transactionally by attach/detach.  The launcher runs
+ * at server start and after every crash restart (the postmaster restarts
+ * it), so attachments survive both with no further configuration.
+ *
+ * The launcher never starts a leader for a subscription that is enabled
+ * (the built-in apply worker owns it then), nor while attach/detach/DROP is
+ * stopping it, nor while a previous leader of the slot is still exiting.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "access/genam.h"
+#include "access/heapam.h"
+#include "access/htup_details.h"
+#include "access/table.h"
+#include "access/tableam.h"
+#include "access/xact.h"
+#include "catalog/pg_subscription.h"
+#include "miscadmin.h"
+#include "parallel_apply.h"
+#include "pgstat.h"
+#include "postmaster/bgworker.h"
+#include "postmaster/interrupt.h"
+#include "replication/origin.h"
+#include "storage/ipc.h"
+#include "storage/latch.h"
+#include "storage/proc.h"
+#include "tcop/tcopprot.h"
+#include "utils/memutils.h"
+#include "utils/timestamp.h"
+
+typedef struct LauncherSlot
+{
+	BackgroundWorkerHandle *handle;
+	TimestampTz next_start;
+	bool		started_once;
+} LauncherSlot;
+
+typedef struct AttachedSub
+{
+	Oid			subid;
+	Oid			dbid;
+	Oid			owner;
+	bool		enabled;
+} AttachedSub;
+
+static LauncherSlot *lslots;
+
+char *
+pa_attach_marker_name(Oid subid)
+{
+	return psprintf(PA_ATTACH_MARKER_FMT, subid);
+}
+
+/* Caller must be in a transaction */
+bool
+pa_subscription_is_attached(Oid subid)
+{
+	char	   *name = pa_attach_marker_name(subid);
+	bool		result;
+
+	result = (replorigin_by_name(name, true) != InvalidRepOriginId);
+	pfree(name);
+	return result;
+}
+
+void
+pa_launcher_register(void)
+{
+	BackgroundWorker bgw;
+
+	memset(&bgw, 0, sizeof(bgw));
+	bgw.bgw_flags = BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION;
+	bgw.bgw_start_time = BgWorkerStart_RecoveryFinished;
+	bgw.bgw_restart_time = 5;
+	snprintf(bgw.bgw_library_name, BGW_MAXLEN, "parallel_apply");
+	snprintf(bgw.bgw_function_name, BGW_MAXLEN, "pa_launcher_main");
+	snprintf(bgw.bgw_name, BGW_MAXLEN, "parallel_apply launcher");
+	snprintf(bgw.bgw_type, BGW_MAXLEN, "parallel_apply launcher");
+	RegisterBackgroundWorker(&bgw);
+}
+
+/* Read every attached subscription from the shared catalogs */
+static List *
+scan_attached(void)
+{
+	List	   *result = NIL;
+	Relation	rel;
+	TableScanDesc scan;
+	HeapTuple	tup;
+
+	rel = table_open(SubscriptionRelationId, AccessShareLock);
+	scan = table_beginscan_catalog(rel, 0, NULL);
+	while ((tup = heap_getnext(scan, ForwardScanDirection)) != NULL)
+	{
+		Form_pg_subscription form = (Form_pg_subscription) GETSTRUCT(tup);
+
+		if (pa_subscription_is_attached(form->oid))
+		{
+			AttachedSub *a = palloc(sizeof(AttachedSub));
+
+			a->subid = form->oid;
+			a->dbid = form->subdbid;
+			a->owner = form->subowner;
+			a->enabled = form->subenabled;
+			result = lappend(result, a);
+		}
+	}
+	table_endscan(scan);
+	table_close(rel, AccessShareLock);
+	return result;
+}
+
+static bool
+slot_has_processes(PaSub *sub)
+{
+	int			i;
+
+	if (sub->leader_pid != 0)
+		return true;
+	for (i = 0; i < PA_MAX_WORKERS; i++)
+		if (sub->workers[i].pid != 0)
+			return true;
+	return false;
+}
+
+static void
+start_leader(int slotno, AttachedSub *a)
+{
+	BackgroundWorker bgw;
+	PaWorkerArgs args;
+	PaSub	   *sub = &pa_shared->subs[slotno];
+	MemoryContext old;
+	bool		ok;
+
+	memset(&bgw, 0, sizeof(bgw));
+	memset(&args, 0, sizeof(args));
+	args.subid = a->subid;
+	args.dbid = a->dbid;
+	args.owner = a->owner;
+	args.slot = slotno;
+	args.worker = -1;
+
+	bgw.bgw_flags = BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION;
+	bgw.bgw_start_time = BgWorkerStart_RecoveryFinished;
+	bgw.bgw_restart_time = BGW_NEVER_RESTART;
+	snprintf(bgw.bgw_library_name, BGW_MAXLEN, "parallel_apply");
+	snprintf(bgw.bgw_function_name, BGW_MAXLEN, "pa_leader_main");
+	snprintf(bgw.bgw_name, BGW_MAXLEN,
+			 "parallel_apply leader for subscription %u", a->subid);
+	snprintf(bgw.bgw_type, BGW_MAXLEN, "parallel_apply leader");
+	bgw.bgw_main_arg = Int32GetDatum(slotno);
+	bgw.bgw_notify_pid = MyProcPid;
+	memcpy(bgw.bgw_extra, &args, sizeof(args));
+
+	old = MemoryContextSwitchTo(TopMemoryContext);
+	ok = RegisterDynamicBackgroundWorker(&bgw, &lslots[slotno].handle);
+	MemoryContextSwitchTo(old);
+	if (!ok)
+	{
+		ereport(WARNING,
+				(errcode(ERRCODE_CONFIGURATION_LIMIT_EXCEEDED),
+				 errmsg("out of background worker slots"),
+				 errdetail("parallel_apply could not start the leader for subscription %u.", a->subid),
+				 errhint("You might need to increase max_worker_processes.")));
+		lslots[slotno].handle = NULL;
+		lslots[slotno].next_start =
+			TimestampTzPlusMilliseconds(GetCurrentTimestamp(), pa_retry_interval_ms);
+		return;
+	}
+	if (lslots[slotno].started_once)
+		pg_atomic_fetch_add_u64(&sub->restarts, 1);
+	lslots[slotno].started_once = true;
+}
+
+/* One pass: start what should run, free slots nobody needs.  Returns ms to wait. */
+static long
+launcher_pass(List *attached)
+{
+	TimestampTz now = GetCurrentTimestamp();
+	long		wait = pa_launcher_naptime_ms;
+	ListCell   *lc;
+	int			i;
+
+	/* notice leaders that exited; their restart waits retry_interval */
+	for (i = 0; i < pa_shared->nsubs; i++)
+	{
+		pid_t		pid;
+
+		if (lslots[i].handle &&
+			GetBackgroundWorkerPid(lslots[i].handle, &pid) == BGWH_STOPPED)
+		{
+			pfree(lslots[i].handle);
+			lslots[i].handle = NULL;
+			lslots[i].next_start =
+				TimestampTzPlusMilliseconds(now, pa_retry_interval_ms);
+		}
+	}
+
+	LWLockAcquire(pa_shared->lock, LW_EXCLUSIVE);
+
+	/* release slots of subscriptions no longer attached */
+	for (i = 0; i < pa_shared->nsubs; i++)
+	{
+		PaSub	   *sub = &pa_shared->subs[i];
+		bool		still = false;
+
+		if (!sub->in_use)
+			continue;
+		foreach(lc, attached)
+		{
+			if (((AttachedSub *) lfirst(lc))->subid == sub->subid)
+				still = true;
+		}
+		if (!still && lslots[i].handle == NULL && !slot_has_processes(sub))
+		{
+			sub->in_use = false;
+			sub->stop_requested = false;
+		}
+	}
+
+	foreach(lc, attached)
+	{
+		AttachedSub *a = lfirst(lc);
+		PaSub	   *sub = pa_find_sub(a->subid);
+		int			slotno;
+
+		if (a->enabled)
+			continue;			/* the built-in apply worker owns it */
+
+		if (sub == NULL)
+		{
+			for (i = 0; i < pa_shared->nsubs; i++)
+			{
+				if (!pa_shared->subs[i].in_use &&
+					lslots[i].handle == NULL &&
+					!slot_has_processes(&pa_shared->subs[i]))
+					break;
+			}
+			if (i == pa_shared->nsubs)
+			{
+				ereport(WARNING,
+						(errcode(ERRCODE_CONFIGURATION_LIMIT_EXCEEDED),
+						 errmsg("cannot start parallel_apply for subscription %u: all %d slots are in use",
+								a->subid, pa_shared->nsubs),
+						 errhint("Increase parallel_apply.max_subscriptions.")));
+				continue;
+			}
+			sub = &pa_shared->subs[i];
+			sub->in_use = true;
+			sub->subid = a->subid;
+			sub->dbid = a->dbid;
+			sub->stop_requested = false;
+			sub->state = PA_SUB_STOPPED;
+			pg_atomic_write_u64(&sub->txns_applied, 0);
+			pg_atomic_write_u64(&sub->dependency_waits, 0);
+			pg_atomic_write_u64(&sub->serial_retries, 0);
+			pg_atomic_write_u64(&sub->restarts, 0);
+			pg_atomic_write_u64(&sub->received_lsn, 0);
+			pg_atomic_write_u64(&sub->applied_lsn, 0);
+			pg_atomic_write_u64(&sub->flushed_lsn, 0);
+			lslots[i].next_start = 0;
+			lslots[i].started_once = false;
+		}
+		slotno = sub - pa_shared->subs;
+
+		if (sub->stop_requested || lslots[slotno].handle != NULL)
+			continue;
+		if (slot_has_processes(sub))
+		{
+			wait = Min(wait, 100);	/* a previous leader is exiting */
+			continue;
+		}
+		if (now < lslots[slotno].next_start)
+		{
+			long		ms = (lslots[slotno].next_start - now) / 1000 + 1;
+
+			wait = Min(wait, ms);
+			continue;
+		}
+		start_leader(slotno, a);
+	}
+	LWLockRelease(pa_shared->lock);
+
+	return wait;
+}
+
+void
+pa_launcher_main(Datum main_arg)
+{
+	MemoryContext passcxt;
+
+	pqsignal(SIGHUP, SignalHandlerForConfigReload);
+	pqsignal(SIGTERM, die);
+	BackgroundWorkerUnblockSignals();
+
+	/*
+	 * pg_subscription can be read with no database, but the replication
+	 * origin catalog cannot (its relcache entry is built from pg_class), so
+	 * the launcher connects to parallel_apply.database.
+	 */
+	BackgroundWorkerInitializeConnection(pa_database, NULL, 0);
+
+	lslots = MemoryContextAllocZero(TopMemoryContext,
+									sizeof(LauncherSlot) * pa_shared->nsubs);
+	passcxt = AllocSetContextCreate(TopMemoryContext, "parallel_apply launcher",
+									ALLOCSET_DEFAULT_SIZES);
+
+	LWLockAcquire(pa_shared->lock, LW_EXCLUSIVE);
+	pa_shared->launcher_pid = MyProcPid;
+	pa_shared->launcher_latch = MyLatch;
+	LWLockRelease(pa_shared->lock);
+
+	for (;;)
+	{
+		List	   *attached;
+		long		wait;
+		MemoryContext old;
+
+		CHECK_FOR_INTERRUPTS();
+		if (ConfigReloadPending)
+		{
+			ConfigReloadPending = false;
+			ProcessConfigFile(PGC_SIGHUP);
+		}
+
+		MemoryContextReset(passcxt);
+		StartTransactionCommand();
+		old = MemoryContextSwitchTo(passcxt);
+		attached = scan_attached();
+		MemoryContextSwitchTo(old);
+		CommitTransactionCommand();
+
+		old = MemoryContextSwitchTo(passcxt);
+		wait = launcher_pass(attached);
+		MemoryContextSwitchTo(old);
+		pgstat_report_stat(true);
+
+		(void) WaitLatch(MyLatch,
+						 WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+						 wait, PG_WAIT_EXTENSION);
+		ResetLatch(MyLatch);
+	}
+}

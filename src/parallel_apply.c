@@ -1,0 +1,196 @@
+/*-------------------------------------------------------------------------
+ *
+ * parallel_apply.c
+ *	  Module loading: GUCs, shared memory, and the launcher registration.
+ *
+ * Owns: the parallel_apply.* GUCs and the PaShared segment (one PaSub slot
+ * per possible attached subscription plus each slot's chunk pool).  Shared
+ * memory is requested in shmem_request_hook, so the module must be listed in
+ * shared_preload_libraries; loaded any other way (CREATE EXTENSION in a
+ * session without the preload) it only refuses, with a hint.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "fmgr.h"
+#include "miscadmin.h"
+#include "pa_queue.h"
+#include "parallel_apply.h"
+#include "storage/ipc.h"
+#include "storage/proc.h"
+#include "storage/shmem.h"
+#include "utils/guc.h"
+
+PG_MODULE_MAGIC;
+
+void		_PG_init(void);
+
+int			pa_workers = 4;
+int			pa_queue_memory_kb = 16 * 1024;
+int			pa_max_subscriptions = 4;
+int			pa_retry_interval_ms = 5000;
+int			pa_launcher_naptime_ms = 10000;
+char	   *pa_database = NULL;
+
+bool		pa_preloaded = false;
+PaShared   *pa_shared = NULL;
+
+static shmem_request_hook_type prev_shmem_request_hook = NULL;
+static shmem_startup_hook_type prev_shmem_startup_hook = NULL;
+
+static Size
+pa_shmem_size(void)
+{
+	Size		size;
+
+	size = add_size(offsetof(PaShared, subs),
+					mul_size(sizeof(PaSub), pa_max_subscriptions));
+	size = add_size(size, mul_size(pa_queue_pool_size(), pa_max_subscriptions));
+	size = add_size(size, PA_CHUNK_SIZE);	/* alignment slack */
+	return size;
+}
+
+static void
+pa_shmem_request(void)
+{
+	if (prev_shmem_request_hook)
+		prev_shmem_request_hook();
+	RequestAddinShmemSpace(pa_shmem_size());
+	RequestNamedLWLockTranche("parallel_apply", 1);
+}
+
+static void
+pa_shmem_startup(void)
+{
+	bool		found;
+
+	if (prev_shmem_startup_hook)
+		prev_shmem_startup_hook();
+
+	LWLockAcquire(AddinShmemInitLock, LW_EXCLUSIVE);
+	pa_shared = ShmemInitStruct("parallel_apply", pa_shmem_size(), &found);
+	if (!found)
+	{
+		char	   *pool;
+		int			i;
+
+		memset(pa_shared, 0, offsetof(PaShared, subs) +
+			   sizeof(PaSub) * pa_max_subscriptions);
+		pa_shared->lock = &(GetNamedLWLockTranche("parallel_apply"))->lock;
+		pa_shared->nsubs = pa_max_subscriptions;
+		pool = (char *) TYPEALIGN(PA_CHUNK_SIZE,
+								  (char *) pa_shared + offsetof(PaShared, subs) +
+								  sizeof(PaSub) * pa_max_subscriptions);
+		for (i = 0; i < pa_max_subscriptions; i++)
+		{
+			PaSub	   *sub = &pa_shared->subs[i];
+			int			j;
+
+			sub->pool = pool + (Size) i * pa_queue_pool_size();
+			sub->nchunks = pa_queue_pool_size() / PA_CHUNK_SIZE;
+			ConditionVariableInit(&sub->cv);
+			pg_atomic_init_u32(&sub->leader_waiting, 0);
+			pg_atomic_init_u64(&sub->received_lsn, 0);
+			pg_atomic_init_u64(&sub->applied_lsn, 0);
+			pg_atomic_init_u64(&sub->flushed_lsn, 0);
+			pg_atomic_init_u64(&sub->committed_seq, 0);
+			pg_atomic_init_u64(&sub->txns_applied, 0);
+			pg_atomic_init_u64(&sub->dependency_waits, 0);
+			pg_atomic_init_u64(&sub->serial_retries, 0);
+			pg_atomic_init_u64(&sub->restarts, 0);
+			for (j = 0; j < PA_MAX_WORKERS; j++)
+			{
+				pg_atomic_init_u64(&sub->workers[j].current_seq, 0);
+				pg_atomic_init_u64(&sub->workers[j].applied, 0);
+			}
+			for (j = 0; j < PA_MAX_INFLIGHT; j++)
+				pg_atomic_init_u32(&sub->txns[j].lock_held, 0);
+			pa_queue_reset(sub);
+		}
+	}
+	LWLockRelease(AddinShmemInitLock);
+}
+
+/* ereport if the module was not loaded by shared_preload_libraries */
+void
+pa_check_preloaded(void)
+{
+	if (!pa_preloaded || pa_shared == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("parallel_apply must be loaded via shared_preload_libraries"),
+				 errhint("Add parallel_apply to shared_preload_libraries in postgresql.conf and restart the server.")));
+}
+
+/* The slot of an attached subscription, or NULL.  Caller holds the lock. */
+PaSub *
+pa_find_sub(Oid subid)
+{
+	int			i;
+
+	for (i = 0; i < pa_shared->nsubs; i++)
+	{
+		if (pa_shared->subs[i].in_use && pa_shared->subs[i].subid == subid)
+			return &pa_shared->subs[i];
+	}
+	return NULL;
+}
+
+void
+pa_wake_launcher(void)
+{
+	Latch	   *latch = pa_shared ? pa_shared->launcher_latch : NULL;
+
+	if (latch)
+		SetLatch(latch);
+}
+
+void
+_PG_init(void)
+{
+	if (!process_shared_preload_libraries_in_progress)
+		return;					/* pa_check_preloaded() refuses later */
+
+	pa_preloaded = true;
+
+	DefineCustomIntVariable("parallel_apply.workers",
+							"Number of apply workers per attached subscription.",
+							"Takes effect when the engine of a subscription (re)starts.",
+							&pa_workers, 4, 1, PA_MAX_WORKERS,
+							PGC_SIGHUP, 0, NULL, NULL, NULL);
+	DefineCustomIntVariable("parallel_apply.queue_memory",
+							"Shared memory for queued changes, per attached subscription.",
+							"When it is full the leader stops reading from the publisher.",
+							&pa_queue_memory_kb, 16 * 1024, 128, 1024 * 1024,
+							PGC_POSTMASTER, GUC_UNIT_KB, NULL, NULL, NULL);
+	DefineCustomIntVariable("parallel_apply.max_subscriptions",
+							"Maximum number of subscriptions attached at the same time.",
+							NULL,
+							&pa_max_subscriptions, 4, 1, 64,
+							PGC_POSTMASTER, 0, NULL, NULL, NULL);
+	DefineCustomIntVariable("parallel_apply.retry_interval",
+							"Time to wait before restarting the engine of a subscription after an error.",
+							NULL,
+							&pa_retry_interval_ms, 5000, 0, 3600 * 1000,
+							PGC_SIGHUP, GUC_UNIT_MS, NULL, NULL, NULL);
+	DefineCustomIntVariable("parallel_apply.launcher_naptime",
+							"Time between the launcher's checks of attached subscriptions.",
+							"The launcher is also woken at once by attach and detach.",
+							&pa_launcher_naptime_ms, 10000, 100, 3600 * 1000,
+							PGC_SIGHUP, GUC_UNIT_MS, NULL, NULL, NULL);
+	DefineCustomStringVariable("parallel_apply.database",
+							   "Database the launcher connects to, to read the shared catalogs.",
+							   "It must exist; attached subscriptions may live in any database.",
+							   &pa_database, "postgres",
+							   PGC_POSTMASTER, 0, NULL, NULL, NULL);
+	MarkGUCPrefixReserved("parallel_apply");
+
+	prev_shmem_request_hook = shmem_request_hook;
+	shmem_request_hook = pa_shmem_request;
+	prev_shmem_startup_hook = shmem_startup_hook;
+	shmem_startup_hook = pa_shmem_startup;
+
+	pa_launcher_register();
+	pa_sqlapi_init();
+}

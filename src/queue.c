@@ -1,0 +1,148 @@
+/*-------------------------------------------------------------------------
+ *
+ * queue.c
+ *	  Wait-free queues and the bounded chunk pool between the leader and the
+ *	  apply workers.
+ *
+ * Owns: the chunk pool of each subscription slot and the three kinds of
+ * queue described in pa_queue.h.
+ *
+ * Invariants kept here:
+ *	- each queue has a single consumer (the leader for the free and
+ *	  completion queues, worker w for dispatch queue w), as liburcu's
+ *	  __cds_wfcq_*_nonblocking calls require;
+ *	- queue memory is bounded: chunks come only from the pool, so the leader
+ *	  can never buffer more than parallel_apply.queue_memory per
+ *	  subscription in shared memory (invariant 5);
+ *	- a consumer that finds a queue empty, or an enqueue in progress
+ *	  (CDS_WFCQ_WOULDBLOCK), returns NULL and waits on its latch; producers
+ *	  set that latch after enqueueing.  Nobody spins.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "miscadmin.h"
+#include "pa_queue.h"
+
+/* Bytes of queue memory per subscription slot, rounded to whole chunks */
+Size
+pa_queue_pool_size(void)
+{
+	Size		n = ((Size) pa_queue_memory_kb * 1024) / PA_CHUNK_SIZE;
+
+	return Max(n, 16) * PA_CHUNK_SIZE;
+}
+
+/*
+ * Put every chunk back on the free queue and empty all queues.  Called by a
+ * leader when it starts, once no worker of the slot is alive, so that no
+ * chunk of a previous leader's life is left anywhere.
+ */
+void
+pa_queue_reset(PaSub *sub)
+{
+	uint32		i;
+
+	__cds_wfcq_init(&sub->free_head, &sub->free_tail);
+	__cds_wfcq_init(&sub->done_head, &sub->done_tail);
+	for (i = 0; i < PA_MAX_WORKERS; i++)
+		__cds_wfcq_init(&sub->workers[i].qhead, &sub->workers[i].qtail);
+
+	for (i = 0; i < sub->nchunks; i++)
+	{
+		PaChunk    *chunk = (PaChunk *) (sub->pool + (Size) i * PA_CHUNK_SIZE);
+
+		cds_wfcq_node_init(&chunk->node);
+		chunk->len = 0;
+		cds_wfcq_enqueue(&sub->free_head, &sub->free_tail, &chunk->node);
+	}
+}
+
+static inline struct cds_wfcq_node *
+dequeue(struct __cds_wfcq_head *head, struct cds_wfcq_tail *tail)
+{
+	struct cds_wfcq_node *node;
+
+	node = __cds_wfcq_dequeue_nonblocking(head, tail);
+	if (node == CDS_WFCQ_WOULDBLOCK)
+		return NULL;			/* a producer is mid-enqueue; its latch
+								 * wake-up follows */
+	return node;
+}
+
+/* Leader: take a free chunk, or NULL if queue memory is exhausted */
+PaChunk *
+pa_chunk_get(PaSub *sub)
+{
+	struct cds_wfcq_node *node = dequeue(&sub->free_head, &sub->free_tail);
+	PaChunk    *chunk;
+
+	if (node == NULL)
+		return NULL;
+	chunk = caa_container_of(node, PaChunk, node);
+	cds_wfcq_node_init(&chunk->node);
+	chunk->len = 0;
+	return chunk;
+}
+
+/* Leader: hand a filled chunk to a worker and wake it */
+void
+pa_chunk_send(PaSub *sub, int worker, PaChunk *chunk)
+{
+	PaWorker   *w = &sub->workers[worker];
+	Latch	   *latch;
+
+	cds_wfcq_enqueue(&w->qhead, &w->qtail, &chunk->node);
+	latch = w->latch;
+	if (latch)
+		SetLatch(latch);
+}
+
+/* Worker: next chunk of its dispatch queue, or NULL */
+PaChunk *
+pa_chunk_receive(PaSub *sub, int worker)
+{
+	PaWorker   *w = &sub->workers[worker];
+	struct cds_wfcq_node *node = dequeue(&w->qhead, &w->qtail);
+
+	return node ? caa_container_of(node, PaChunk, node) : NULL;
+}
+
+/* Worker: give a consumed chunk back; wake the leader if it waits for one */
+void
+pa_chunk_put(PaSub *sub, PaChunk *chunk)
+{
+	cds_wfcq_node_init(&chunk->node);
+	cds_wfcq_enqueue(&sub->free_head, &sub->free_tail, &chunk->node);
+	pg_memory_barrier();
+	if (pg_atomic_read_u32(&sub->leader_waiting))
+	{
+		Latch	   *latch = sub->leader_latch;
+
+		if (latch)
+			SetLatch(latch);
+	}
+}
+
+/* Worker: report a committed transaction to the leader */
+void
+pa_done_send(PaSub *sub, PaTxn *txn)
+{
+	Latch	   *latch;
+
+	cds_wfcq_node_init(&txn->done_node);
+	cds_wfcq_enqueue(&sub->done_head, &sub->done_tail, &txn->done_node);
+	latch = sub->leader_latch;
+	if (latch)
+		SetLatch(latch);
+}
+
+/* Leader: next completed transaction, or NULL */
+PaTxn *
+pa_done_receive(PaSub *sub)
+{
+	struct cds_wfcq_node *node = dequeue(&sub->done_head, &sub->done_tail);
+
+	return node ? caa_container_of(node, PaTxn, done_node) : NULL;
+}

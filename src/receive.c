@@ -1,0 +1,586 @@
+/*-------------------------------------------------------------------------
+ *
+ * receive.c
+ *	  The leader: one background worker per attached subscription that holds
+ *	  the replication connection.
+ *
+ * Owns: the leader's process lifetime (start-up, the apply workers it
+ * starts, shutdown), the replication connection, keepalives and the status
+ * updates sent to the publisher.
+ *
+ * Invariants kept here:
+ *	- start-up happens only once no process of a previous engine of the
+ *	  subscription is alive and the built-in apply worker has gone, so the
+ *	  origin's LSN read at start is final: streaming restarts exactly after
+ *	  the last transaction committed locally (invariant 2);
+ *	- the flush position sent to the publisher never passes a transaction
+ *	  that is not committed in order and flushed locally (invariant 3,
+ *	  computed by dispatch.c);
+ *	- while queue memory is full the leader stops reading but keeps sending
+ *	  status updates, so the walsender never times out (invariant 5);
+ *	- any failed worker stops the whole engine; the launcher restarts it
+ *	  from the origin after parallel_apply.retry_interval (invariant 4);
+ *	- if the subscription is enabled by hand, dropped, or detached, the
+ *	  leader steps aside and says why.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "access/xact.h"
+#include "access/xlog.h"
+#include "catalog/pg_subscription.h"
+#include "libpq/pqformat.h"
+#include "miscadmin.h"
+#include "pa_leader.h"
+#include "pa_queue.h"
+#include "pgstat.h"
+#include "postmaster/bgworker.h"
+#include "postmaster/interrupt.h"
+#include "replication/logicalworker.h"
+#include "replication/walreceiver.h"
+#include "replication/worker_internal.h"
+#include "storage/ipc.h"
+#include "storage/proc.h"
+#include "tcop/tcopprot.h"
+#include "utils/guc.h"
+#include "utils/inval.h"
+#include "utils/memutils.h"
+#include "utils/syscache.h"
+#include "utils/timestamp.h"
+
+PaLeader	pa_leader;
+
+static bool subscription_changed = true;
+static TimestampTz last_recv_time = 0;
+static TimestampTz last_check_time = 0;
+static MemoryContext LeaderMessageContext = NULL;
+
+static void leader_shutdown(int code, Datum arg);
+
+static void
+subscription_inval_cb(Datum arg, int cacheid, uint32 hashvalue)
+{
+	subscription_changed = true;
+}
+
+/* Log why the leader leaves, and leave cleanly (exit code 0) */
+static void
+leader_step_aside(const char *why)
+{
+	ereport(LOG,
+			(errmsg("parallel_apply leader for subscription \"%s\" is stopping: %s",
+					pa_leader.mysub ? pa_leader.mysub->name : "?", why)));
+	proc_exit(0);
+}
+
+/*
+ * Re-read the subscription when the catalog says it changed; step aside if
+ * it was dropped, enabled by hand or detached; restart if a setting the
+ * connection depends on changed.
+ */
+static void
+check_subscription(void)
+{
+	Subscription *newsub;
+	bool		attached;
+	MemoryContext old;
+
+	if (pa_leader.sub->stop_requested)
+		leader_step_aside("stop requested by detach or DROP SUBSCRIPTION");
+
+	if (!subscription_changed)
+		return;
+	subscription_changed = false;
+
+	StartTransactionCommand();
+	old = MemoryContextSwitchTo(TopMemoryContext);
+	newsub = GetSubscription(pa_leader.sub->subid, true);
+	MemoryContextSwitchTo(old);
+	attached = pa_subscription_is_attached(pa_leader.sub->subid);
+	CommitTransactionCommand();
+
+	if (newsub == NULL)
+		leader_step_aside("the subscription was dropped");
+	if (!attached)
+		leader_step_aside("the subscription was detached");
+	if (newsub->enabled)
+		leader_step_aside("the subscription was enabled, so the built-in apply worker owns it; detach and attach it again to hand it back to parallel_apply");
+
+	if (pa_leader.mysub != NULL)
+	{
+		Subscription *cur = pa_leader.mysub;
+
+		if (strcmp(cur->conninfo, newsub->conninfo) != 0 ||
+			strcmp(cur->name, newsub->name) != 0 ||
+			cur->binary != newsub->binary ||
+			cur->stream != newsub->stream ||
+			cur->twophasestate != newsub->twophasestate ||
+			strcmp(cur->slotname ? cur->slotname : "", newsub->slotname ? newsub->slotname : "") != 0 ||
+			strcmp(cur->synccommit, newsub->synccommit) != 0 ||
+			!equal(cur->publications, newsub->publications))
+			leader_step_aside("the subscription's settings changed; the engine restarts with the new ones");
+	}
+	pa_leader.mysub = newsub;
+}
+
+static void
+check_workers(void)
+{
+	int			i;
+
+	for (i = 0; i < pa_leader.nworkers; i++)
+	{
+		pid_t		pid;
+
+		if (pa_leader.handles[i] == NULL ||
+			GetBackgroundWorkerPid(pa_leader.handles[i], &pid) != BGWH_STOPPED)
+			continue;
+
+		{
+			PaSub	   *sub = pa_leader.sub;
+			uint64		seq = pg_atomic_read_u64(&sub->workers[i].current_seq);
+			PaTxn	   *txn = &sub->txns[seq % PA_MAX_INFLIGHT];
+
+			pa_leader.handles[i] = NULL;
+			if (seq != 0 && txn->seq == seq)
+				ereport(ERROR,
+						(errcode(ERRCODE_INTERNAL_ERROR),
+						 errmsg("parallel_apply worker %d of subscription \"%s\" exited while applying remote transaction %u",
+								i + 1, pa_leader.mysub->name, txn->remote_xid),
+						 errdetail("The transaction's remote commit LSN is %X/%X; the worker's error is logged above.",
+								   LSN_FORMAT_ARGS(txn->end_lsn)),
+						 errhint("The engine restarts from the subscription's replication origin after parallel_apply.retry_interval.")));
+			ereport(ERROR,
+					(errcode(ERRCODE_INTERNAL_ERROR),
+					 errmsg("parallel_apply worker %d of subscription \"%s\" exited",
+							i + 1, pa_leader.mysub->name),
+					 errhint("The engine restarts from the subscription's replication origin after parallel_apply.retry_interval.")));
+		}
+	}
+}
+
+/*
+ * Send a standby status update: write = received, flush and apply = what is
+ * committed in order (and flushed, for flush).  Like the built-in worker,
+ * when nothing is pending the received position is reported for all three.
+ */
+void
+pa_leader_send_feedback(bool force, bool request_reply)
+{
+	static StringInfo reply_message = NULL;
+	static XLogRecPtr last_write = InvalidXLogRecPtr;
+	static XLogRecPtr last_flush = InvalidXLogRecPtr;
+	static XLogRecPtr last_apply = InvalidXLogRecPtr;
+	static TimestampTz send_time = 0;
+	XLogRecPtr	writepos = pa_leader.last_received;
+	XLogRecPtr	applypos;
+	XLogRecPtr	flushpos;
+	bool		pending;
+	TimestampTz now;
+
+	if (pa_leader.conn == NULL)
+		return;
+
+	pa_dispatch_positions(&applypos, &flushpos, &pending);
+	if (!pending && !pa_decode_in_remote_transaction())
+		applypos = flushpos = writepos;
+
+	/* never report going backwards */
+	if (writepos < last_write)
+		writepos = last_write;
+	if (flushpos < last_flush)
+		flushpos = last_flush;
+	if (applypos < last_apply)
+		applypos = last_apply;
+
+	now = GetCurrentTimestamp();
+	if (!force && writepos == last_write && flushpos == last_flush &&
+		applypos == last_apply &&
+		!TimestampDifferenceExceeds(send_time, now,
+									wal_receiver_status_interval * 1000))
+		return;
+	send_time = now;
+
+	if (reply_message == NULL)
+	{
+		MemoryContext old = MemoryContextSwitchTo(TopMemoryContext);
+
+		reply_message = makeStringInfo();
+		MemoryContextSwitchTo(old);
+	}
+	else
+		resetStringInfo(reply_message);
+
+	pq_sendbyte(reply_message, 'r');
+	pq_sendint64(reply_message, writepos);
+	pq_sendint64(reply_message, flushpos);
+	pq_sendint64(reply_message, applypos);
+	pq_sendint64(reply_message, now);
+	pq_sendbyte(reply_message, request_reply);
+
+	elog(DEBUG2, "parallel_apply sending feedback (force %d) to recv %X/%X, flush %X/%X, apply %X/%X",
+		 force, LSN_FORMAT_ARGS(writepos), LSN_FORMAT_ARGS(flushpos),
+		 LSN_FORMAT_ARGS(applypos));
+
+	walrcv_send(pa_leader.conn, reply_message->data, reply_message->len);
+
+	last_write = writepos;
+	last_flush = flushpos;
+	last_apply = applypos;
+	pg_atomic_write_u64(&pa_leader.sub->received_lsn, writepos);
+	pg_atomic_write_u64(&pa_leader.sub->applied_lsn, applypos);
+	pg_atomic_write_u64(&pa_leader.sub->flushed_lsn, flushpos);
+}
+
+/* Checks every pass of the loop and every wait makes, at most once a second */
+static void
+periodic_checks(void)
+{
+	TimestampTz now = GetCurrentTimestamp();
+
+	CHECK_FOR_INTERRUPTS();
+	if (ConfigReloadPending)
+	{
+		ConfigReloadPending = false;
+		ProcessConfigFile(PGC_SIGHUP);
+	}
+	check_workers();
+	if (pa_leader.sub->stop_requested ||
+		TimestampDifferenceExceeds(last_check_time, now, 1000))
+	{
+		last_check_time = now;
+		if (!IsTransactionState())
+		{
+			AcceptInvalidationMessages();
+			check_subscription();
+		}
+	}
+}
+
+/*
+ * Wait while queue memory is full or the in-flight window is exhausted:
+ * process completions, keep the connection alive with status updates, but
+ * do not read from it.  Returns after one wait; the caller re-checks.
+ */
+void
+pa_leader_idle(void)
+{
+	periodic_checks();
+	pa_dispatch_process_completions();
+	pa_leader_send_feedback(false, false);
+
+	(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+					 1000L, PG_WAIT_EXTENSION);
+	ResetLatch(MyLatch);
+
+	/* not reading is our choice: it must not count as a silent publisher */
+	last_recv_time = GetCurrentTimestamp();
+}
+
+static void
+start_workers(void)
+{
+	int			i;
+
+	pa_leader.nworkers = pa_workers;
+	pa_leader.sub->nworkers = pa_workers;
+
+	for (i = 0; i < pa_leader.nworkers; i++)
+	{
+		BackgroundWorker bgw;
+		PaWorkerArgs args;
+		pid_t		pid;
+
+		memset(&bgw, 0, sizeof(bgw));
+		memset(&args, 0, sizeof(args));
+		args.subid = pa_leader.sub->subid;
+		args.dbid = MyDatabaseId;
+		args.owner = pa_leader.mysub->owner;
+		args.slot = pa_leader.slotno;
+		args.worker = i;
+		args.leader_pid = MyProcPid;
+
+		bgw.bgw_flags = BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION;
+		bgw.bgw_start_time = BgWorkerStart_RecoveryFinished;
+		bgw.bgw_restart_time = BGW_NEVER_RESTART;
+		snprintf(bgw.bgw_library_name, BGW_MAXLEN, "parallel_apply");
+		snprintf(bgw.bgw_function_name, BGW_MAXLEN, "pa_worker_main");
+		snprintf(bgw.bgw_name, BGW_MAXLEN,
+				 "parallel_apply worker %d for subscription %u",
+				 i + 1, pa_leader.sub->subid);
+		snprintf(bgw.bgw_type, BGW_MAXLEN, "parallel_apply worker");
+		bgw.bgw_main_arg = Int32GetDatum(i);
+		bgw.bgw_notify_pid = MyProcPid;
+		memcpy(bgw.bgw_extra, &args, sizeof(args));
+
+		if (!RegisterDynamicBackgroundWorker(&bgw, &pa_leader.handles[i]))
+			ereport(ERROR,
+					(errcode(ERRCODE_CONFIGURATION_LIMIT_EXCEEDED),
+					 errmsg("out of background worker slots"),
+					 errdetail("parallel_apply needs %d apply workers for subscription \"%s\".",
+							   pa_leader.nworkers, pa_leader.mysub->name),
+					 errhint("You might need to increase max_worker_processes, or decrease parallel_apply.workers.")));
+		if (WaitForBackgroundWorkerStartup(pa_leader.handles[i], &pid) != BGWH_STARTED)
+			ereport(ERROR,
+					(errcode(ERRCODE_INTERNAL_ERROR),
+					 errmsg("parallel_apply worker %d of subscription \"%s\" failed to start",
+							i + 1, pa_leader.mysub->name)));
+	}
+}
+
+/* Wait (bounded) for processes that would fight over the origin or slot */
+static void
+wait_for_exclusive_start(void)
+{
+	int			i;
+
+	for (i = 0;; i++)
+	{
+		bool		busy = false;
+		int			w;
+		LogicalRepWorker *builtin;
+
+		for (w = 0; w < PA_MAX_WORKERS; w++)
+			if (pa_leader.sub->workers[w].pid != 0)
+				busy = true;
+
+		LWLockAcquire(LogicalRepWorkerLock, LW_SHARED);
+		builtin = logicalrep_worker_find(pa_leader.sub->subid, InvalidOid, false);
+		if (builtin != NULL)
+			busy = true;
+		LWLockRelease(LogicalRepWorkerLock);
+
+		if (!busy)
+			return;
+		if (i == 600)
+			ereport(ERROR,
+					(errcode(ERRCODE_OBJECT_IN_USE),
+					 errmsg("parallel_apply cannot start for subscription \"%s\": another apply process is still running",
+							pa_leader.mysub->name)));
+		CHECK_FOR_INTERRUPTS();
+		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+						 100L, PG_WAIT_EXTENSION);
+		ResetLatch(MyLatch);
+	}
+}
+
+static void
+leader_loop(void)
+{
+	bool		ping_sent = false;
+
+	last_recv_time = GetCurrentTimestamp();
+
+	for (;;)
+	{
+		pgsocket	fd = PGINVALID_SOCKET;
+		char	   *buf = NULL;
+		int			len;
+		int			rc;
+
+		periodic_checks();
+		pa_dispatch_process_completions();
+
+		MemoryContextSwitchTo(LeaderMessageContext);
+		len = walrcv_receive(pa_leader.conn, &buf, &fd);
+		while (len != 0)
+		{
+			StringInfoData s;
+			int			c;
+
+			CHECK_FOR_INTERRUPTS();
+			if (len < 0)
+				ereport(ERROR,
+						(errcode(ERRCODE_CONNECTION_FAILURE),
+						 errmsg("data stream from publisher has ended")));
+
+			last_recv_time = GetCurrentTimestamp();
+			ping_sent = false;
+
+			s.data = buf;
+			s.len = len;
+			s.cursor = 0;
+			s.maxlen = -1;
+			c = pq_getmsgbyte(&s);
+			if (c == 'w')
+			{
+				XLogRecPtr	start_lsn = pq_getmsgint64(&s);
+				XLogRecPtr	end_lsn = pq_getmsgint64(&s);
+
+				(void) pq_getmsgint64(&s);	/* send time */
+				if (pa_leader.last_received < start_lsn)
+					pa_leader.last_received = start_lsn;
+				if (pa_leader.last_received < end_lsn)
+					pa_leader.last_received = end_lsn;
+				pa_decode_message(&s);
+			}
+			else if (c == 'k')
+			{
+				XLogRecPtr	end_lsn = pq_getmsgint64(&s);
+				bool		reply_requested;
+
+				(void) pq_getmsgint64(&s);	/* timestamp */
+				reply_requested = pq_getmsgbyte(&s);
+				if (pa_leader.last_received < end_lsn)
+					pa_leader.last_received = end_lsn;
+				pa_dispatch_process_completions();
+				pa_leader_send_feedback(reply_requested, false);
+			}
+			/* other message types are ignored, as the built-in worker does */
+
+			MemoryContextReset(LeaderMessageContext);
+			len = walrcv_receive(pa_leader.conn, &buf, &fd);
+		}
+		MemoryContextSwitchTo(TopMemoryContext);
+
+		pa_dispatch_process_completions();
+		pa_leader_send_feedback(false, false);
+
+		rc = WaitLatchOrSocket(MyLatch,
+							   WL_SOCKET_READABLE | WL_LATCH_SET |
+							   WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+							   fd, 1000L, PG_WAIT_EXTENSION);
+		if (rc & WL_LATCH_SET)
+			ResetLatch(MyLatch);
+
+		if (rc & WL_TIMEOUT && wal_receiver_timeout > 0)
+		{
+			TimestampTz now = GetCurrentTimestamp();
+			bool		request_reply = false;
+
+			if (now >= TimestampTzPlusMilliseconds(last_recv_time, wal_receiver_timeout))
+				ereport(ERROR,
+						(errcode(ERRCODE_CONNECTION_FAILURE),
+						 errmsg("terminating parallel_apply leader due to timeout")));
+			if (!ping_sent &&
+				now >= TimestampTzPlusMilliseconds(last_recv_time, wal_receiver_timeout / 2))
+			{
+				request_reply = true;
+				ping_sent = true;
+			}
+			pa_leader_send_feedback(request_reply, request_reply);
+			pgstat_report_stat(true);
+		}
+	}
+}
+
+static void
+leader_shutdown(int code, Datum arg)
+{
+	PaSub	   *sub = pa_leader.sub;
+	int			i;
+
+	for (i = 0; i < pa_leader.nworkers; i++)
+		if (pa_leader.handles[i])
+			TerminateBackgroundWorker(pa_leader.handles[i]);
+
+	if (pa_leader.conn)
+	{
+		walrcv_disconnect(pa_leader.conn);
+		pa_leader.conn = NULL;
+	}
+
+	sub->state = PA_SUB_STOPPED;
+	sub->leader_latch = NULL;
+	pg_write_barrier();
+	sub->leader_pid = 0;
+	pa_wake_launcher();
+}
+
+void
+pa_leader_main(Datum main_arg)
+{
+	PaWorkerArgs args;
+	PaSub	   *sub;
+	char	   *err;
+	WalRcvStreamOptions options;
+	XLogRecPtr	origin_startpos;
+	int			server_version;
+
+	memcpy(&args, MyBgworkerEntry->bgw_extra, sizeof(args));
+	memset(&pa_leader, 0, sizeof(pa_leader));
+	pa_leader.slotno = args.slot;
+	pa_leader.sub = sub = &pa_shared->subs[args.slot];
+
+	pqsignal(SIGHUP, SignalHandlerForConfigReload);
+	pqsignal(SIGTERM, die);
+	BackgroundWorkerUnblockSignals();
+
+	if (!sub->in_use || sub->subid != args.subid)
+		proc_exit(0);			/* detached before we got here */
+
+	sub->leader_latch = MyLatch;
+	sub->state = PA_SUB_STARTING;
+	pg_write_barrier();
+	sub->leader_pid = MyProcPid;
+	before_shmem_exit(leader_shutdown, (Datum) 0);
+
+	BackgroundWorkerInitializeConnectionByOid(args.dbid, args.owner, 0);
+
+	CacheRegisterSyscacheCallback(SUBSCRIPTIONOID, subscription_inval_cb, (Datum) 0);
+	check_subscription();		/* also steps aside if not attached */
+
+	/* Run as the subscription owner, like the built-in apply worker */
+	SetConfigOption("session_replication_role", "replica", PGC_SUSET, PGC_S_OVERRIDE);
+	SetConfigOption("search_path", "", PGC_SUSET, PGC_S_OVERRIDE);
+
+	if (pa_leader.mysub->twophasestate != LOGICALREP_TWOPHASE_STATE_DISABLED)
+		leader_step_aside("two_phase is enabled, which parallel_apply does not support");
+	if (pa_leader.mysub->slotname == NULL)
+		leader_step_aside("the subscription has no replication slot");
+
+	wait_for_exclusive_start();
+	pa_queue_reset(sub);
+	pg_atomic_write_u64(&sub->committed_seq, 0);
+	pg_atomic_write_u32(&sub->leader_waiting, 0);
+
+	LeaderMessageContext = AllocSetContextCreate(TopMemoryContext,
+												 "parallel_apply leader message",
+												 ALLOCSET_DEFAULT_SIZES);
+	snprintf(pa_leader.originname, sizeof(pa_leader.originname), "pg_%u",
+			 sub->subid);
+	StartTransactionCommand();
+	pa_leader.originid = replorigin_by_name(pa_leader.originname, false);
+	CommitTransactionCommand();
+	origin_startpos = replorigin_get_progress(pa_leader.originid, false);
+
+	pa_dispatch_init();
+	pa_decode_init();
+	start_workers();
+
+	load_file("libpqwalreceiver", false);
+	pa_leader.conn = walrcv_connect(pa_leader.mysub->conninfo, true,
+									pa_leader.mysub->name, &err);
+	if (pa_leader.conn == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_CONNECTION_FAILURE),
+				 errmsg("parallel_apply leader for subscription \"%s\" could not connect to the publisher: %s",
+						pa_leader.mysub->name, err)));
+
+	server_version = walrcv_server_version(pa_leader.conn);
+	memset(&options, 0, sizeof(options));
+	options.logical = true;
+	options.startpoint = origin_startpos;
+	options.slotname = pa_leader.mysub->slotname;
+	options.proto.logical.proto_version =
+		server_version >= 150000 ? LOGICALREP_PROTO_TWOPHASE_VERSION_NUM :
+		server_version >= 140000 ? LOGICALREP_PROTO_STREAM_VERSION_NUM :
+		LOGICALREP_PROTO_VERSION_NUM;
+	options.proto.logical.publication_names = pa_leader.mysub->publications;
+	options.proto.logical.binary = pa_leader.mysub->binary;
+	options.proto.logical.streaming = pa_leader.mysub->stream &&
+		server_version >= 140000;
+	options.proto.logical.twophase = false;
+
+	walrcv_startstreaming(pa_leader.conn, &options);
+	pa_leader.last_received = origin_startpos;
+
+	ereport(LOG,
+			(errmsg("parallel_apply leader for subscription \"%s\" has started with %d workers at %X/%X",
+					pa_leader.mysub->name, pa_leader.nworkers,
+					LSN_FORMAT_ARGS(origin_startpos))));
+	sub->state = PA_SUB_STREAMING;
+
+	leader_loop();
+}

@@ -1,0 +1,624 @@
+
+# Copyright (c) parallel_apply authors
+#
+# PaTest -- shared helpers for the parallel_apply TAP tests.
+#
+# A test builds a publisher (stock PostgreSQL, wal_level = logical) and a
+# subscriber (parallel_apply preloaded), creates the same tables on both,
+# subscribes, waits for the initial sync, attaches the subscription to the
+# engine, runs a workload and finally compares the contents of every table on
+# both sides with check_equal().
+#
+# Nothing here sleeps for a fixed time: every wait polls a query or a log
+# file and gives up after $PostgreSQL::Test::Utils::timeout_default seconds
+# (PG_TEST_TIMEOUT_DEFAULT).
+#
+# Setting PA_NO_ENGINE=1 in the environment runs the same tests against the
+# built-in apply worker only (no preload, attach/detach are no-ops, engine
+# specific checks are skipped).  That is how the tests themselves are
+# validated independently of the engine.
+
+package PaTest;
+
+use strict;
+use warnings;
+
+use Carp;
+use Exporter 'import';
+use IPC::Run;
+use Time::HiRes qw(usleep);
+use PostgreSQL::Test::Cluster;
+use PostgreSQL::Test::Utils;
+use Test::More;
+
+our @EXPORT = qw(
+  pa_engine
+  pa_publisher
+  pa_subscriber
+  pa_node_noengine
+  pa_both
+  pa_subscribe
+  pa_wait_sync
+  pa_attach
+  pa_detach
+  pa_attach_sql
+  pa_wait_engine
+  pa_wait_builtin
+  pa_catchup
+  pa_check_equal
+  pa_table_hash
+  pa_check_seq
+  pa_seq_setup
+  pa_seq_load
+  pa_bg
+  pa_bg_running
+  pa_bg_finish
+  pa_pgbench_bg
+  pa_checker_bg
+  pa_checker_count
+  pa_table_hash_sql
+  pa_poll
+  pa_engine_pids
+  pa_log_pos
+  pa_wait_log
+  pa_log_since
+);
+
+# True unless PA_NO_ENGINE is set: tests then run against parallel_apply.
+sub pa_engine
+{
+	return !($ENV{PA_NO_ENGINE} // '');
+}
+
+# Lines common to both nodes.  Settings that make runs comparable (time zone)
+# and keep logs readable under pgbench load.
+my $common_conf = <<'EOC';
+timezone = 'UTC'
+log_timezone = 'UTC'
+log_statement = 'ddl'
+log_min_error_statement = error
+shared_buffers = 64MB
+max_connections = 60
+max_wal_size = 512MB
+log_connections = off
+log_disconnections = off
+EOC
+
+=pod
+
+=item pa_publisher($name, conf => $extra)
+
+A started publisher: wal_level = logical, enough connections and WAL senders
+for pgbench loads.
+
+=cut
+
+sub pa_publisher
+{
+	my ($name, %opts) = @_;
+	$name //= 'publisher';
+	my $node = PostgreSQL::Test::Cluster->new($name);
+	$node->init(allows_streaming => 'logical');
+	$node->append_conf('postgresql.conf', $common_conf);
+	$node->append_conf('postgresql.conf', "max_wal_senders = 20\nmax_replication_slots = 20\n");
+	$node->append_conf('postgresql.conf', $opts{conf}) if defined $opts{conf};
+	$node->start;
+	return $node;
+}
+
+=pod
+
+=item pa_subscriber($name, workers => N, conf => $extra, create_extension => 1)
+
+A started subscriber with parallel_apply in shared_preload_libraries,
+parallel_apply.workers = N (default 4), retry_interval = 1s,
+restart_after_crash = on, and CREATE EXTENSION parallel_apply done in the
+postgres database.
+
+=cut
+
+sub pa_subscriber
+{
+	my ($name, %opts) = @_;
+	$name //= 'subscriber';
+	my $workers = $opts{workers} // 4;
+	my $node = PostgreSQL::Test::Cluster->new($name);
+	$node->init;
+	$node->append_conf('postgresql.conf', $common_conf);
+	$node->append_conf(
+		'postgresql.conf', qq(
+restart_after_crash = on
+max_worker_processes = 32
+max_logical_replication_workers = 6
+max_sync_workers_per_subscription = 2
+wal_retrieve_retry_interval = '500ms'
+));
+	if (pa_engine())
+	{
+		$node->append_conf(
+			'postgresql.conf', qq(
+shared_preload_libraries = 'parallel_apply'
+parallel_apply.workers = $workers
+parallel_apply.retry_interval = 1000
+));
+	}
+	$node->append_conf('postgresql.conf', $opts{conf}) if defined $opts{conf};
+	$node->start;
+	if (pa_engine() && ($opts{create_extension} // 1))
+	{
+		$node->safe_psql('postgres', 'CREATE EXTENSION parallel_apply');
+	}
+	return $node;
+}
+
+=pod
+
+=item pa_node_noengine($name)
+
+A plain started node without the preload (for negative tests).
+
+=cut
+
+sub pa_node_noengine
+{
+	my ($name) = @_;
+	my $node = PostgreSQL::Test::Cluster->new($name);
+	$node->init;
+	$node->append_conf('postgresql.conf', $common_conf);
+	$node->start;
+	return $node;
+}
+
+=pod
+
+=item pa_both($pub, $sub, $sql)
+
+Run the same SQL (DDL) on both nodes.
+
+=cut
+
+sub pa_both
+{
+	my ($pub, $sub, $sql, $db) = @_;
+	$db //= 'postgres';
+	$pub->safe_psql($db, $sql);
+	$sub->safe_psql($db, $sql);
+	return;
+}
+
+=pod
+
+=item pa_subscribe($pub, $sub, $subname, publication => 'pub', tables => [..] | undef, with => 'streaming = on', create_publication => 1)
+
+CREATE PUBLICATION (FOR ALL TABLES unless tables are given) on the
+publisher, CREATE SUBSCRIPTION on the subscriber, then wait until every
+table of the subscription is in state 'r'.
+
+=cut
+
+sub pa_subscribe
+{
+	my ($pub, $sub, $subname, %opts) = @_;
+	my $pubname = $opts{publication} // 'pub';
+	my $db = $opts{dbname} // 'postgres';
+
+	if ($opts{create_publication} // 1)
+	{
+		my $what =
+		  defined $opts{tables}
+		  ? 'FOR TABLE ' . join(', ', @{ $opts{tables} })
+		  : 'FOR ALL TABLES';
+		$pub->safe_psql($db, "CREATE PUBLICATION $pubname $what");
+	}
+	(my $connstr = $pub->connstr($db)) =~ s/'/''/g;
+	my $with = defined $opts{with} ? " WITH ($opts{with})" : '';
+	$sub->safe_psql($db,
+		"CREATE SUBSCRIPTION $subname CONNECTION '$connstr' PUBLICATION $pubname$with"
+	);
+	pa_wait_sync($pub, $sub, $subname, $db)
+	  unless $opts{nowait};
+	return;
+}
+
+=pod
+
+=item pa_wait_sync($pub, $sub, $subname)
+
+Wait until every table of the subscription has srsubstate = 'r' (what
+attach requires) and the subscriber has caught up.
+
+=cut
+
+sub pa_wait_sync
+{
+	my ($pub, $sub, $subname, $db) = @_;
+	$db //= 'postgres';
+	pa_poll($sub,
+		qq(SELECT count(*) = 0 FROM pg_subscription_rel r JOIN pg_subscription s ON s.oid = r.srsubid
+		   WHERE s.subname = '$subname' AND r.srsubstate <> 'r'),
+		't', "initial sync of $subname", $db);
+	$pub->wait_for_catchup($subname);
+	return;
+}
+
+=pod
+
+=item pa_attach($sub, $subname)
+
+SELECT parallel_apply.attach(...) and wait until the engine streams for it
+and the built-in apply worker has gone.
+
+=cut
+
+sub pa_attach
+{
+	my ($sub, $subname, $db) = @_;
+	$db //= 'postgres';
+	return unless pa_engine();
+	$sub->safe_psql($db, "SELECT parallel_apply.attach('$subname')");
+	pa_wait_engine($sub, $subname, $db);
+	return;
+}
+
+# Same as pa_attach, but returns (ret, stdout, stderr) of psql instead of dying.
+sub pa_attach_sql
+{
+	my ($sub, $subname, $db) = @_;
+	$db //= 'postgres';
+	my ($out, $err);
+	my $ret = $sub->psql($db, "SELECT parallel_apply.attach('$subname')",
+		stdout => \$out, stderr => \$err);
+	return ($ret, $out, $err);
+}
+
+=pod
+
+=item pa_wait_engine($sub, $subname)
+
+Wait until stat_subscription says 'streaming' for the subscription, its
+leader is running and no built-in apply worker runs for it.
+
+=cut
+
+sub pa_wait_engine
+{
+	my ($sub, $subname, $db) = @_;
+	$db //= 'postgres';
+	return unless pa_engine();
+	pa_poll(
+		$sub,
+		qq(SELECT count(*) = 1 FROM parallel_apply.stat_subscription
+		   WHERE subname = '$subname' AND state = 'streaming' AND leader_pid IS NOT NULL),
+		't', "engine streaming for $subname", $db);
+	pa_poll($sub,
+		qq(SELECT count(*) = 0 FROM pg_stat_subscription WHERE subname = '$subname' AND pid IS NOT NULL),
+		't', "built-in apply worker of $subname gone", $db);
+	return;
+}
+
+=pod
+
+=item pa_detach($sub, $subname)
+
+SELECT parallel_apply.detach(...) and wait until the engine has let go and
+the built-in apply worker runs again.
+
+=cut
+
+sub pa_detach
+{
+	my ($sub, $subname, $db) = @_;
+	$db //= 'postgres';
+	return unless pa_engine();
+	$sub->safe_psql($db, "SELECT parallel_apply.detach('$subname')");
+	pa_wait_builtin($sub, $subname, $db);
+	return;
+}
+
+sub pa_wait_builtin
+{
+	my ($sub, $subname, $db) = @_;
+	$db //= 'postgres';
+	if (pa_engine())
+	{
+		pa_poll($sub,
+			qq(SELECT count(*) = 0 FROM parallel_apply.stat_subscription WHERE subname = '$subname'),
+			't', "$subname gone from stat_subscription", $db);
+	}
+	pa_poll($sub,
+		qq(SELECT count(*) > 0 FROM pg_stat_subscription WHERE subname = '$subname' AND pid IS NOT NULL AND relid IS NULL),
+		't', "built-in apply worker of $subname running", $db);
+	return;
+}
+
+=pod
+
+=item pa_catchup($pub, $subname)
+
+Wait until the subscriber reports (as "replay"/apply position) everything
+the publisher has written.  Dies on timeout.
+
+=cut
+
+sub pa_catchup
+{
+	my ($pub, $subname) = @_;
+	$pub->wait_for_catchup($subname);
+	return;
+}
+
+=pod
+
+=item pa_poll($node, $query, $expected, $what, $db)
+
+poll_query_until that dies with a clear message on timeout.
+
+=cut
+
+sub pa_poll
+{
+	my ($node, $query, $expected, $what, $db) = @_;
+	$expected //= 't';
+	$db //= 'postgres';
+	$what //= $query;
+	$node->poll_query_until($db, $query, $expected)
+	  or croak "timed out waiting for: $what";
+	return 1;
+}
+
+# Column list of a table as the publisher has it (in attnum order), quoted.
+sub _columns
+{
+	my ($node, $table, $db) = @_;
+	my $cols = $node->safe_psql(
+		$db, qq(
+		SELECT string_agg(quote_ident(attname), ', ' ORDER BY attnum)
+		FROM pg_attribute
+		WHERE attrelid = '$table'::regclass AND attnum > 0 AND NOT attisdropped));
+	croak "no columns for $table" if $cols eq '';
+	return $cols;
+}
+
+=pod
+
+=item pa_table_hash($node, $table, $cols)
+
+"rows:md5" of the table's rows restricted to $cols, ordered by their text
+form.  Equal contents give equal hashes regardless of physical order and of
+the subscriber's column order or extra columns.
+
+=cut
+
+sub pa_table_hash_sql
+{
+	my ($table, $cols) = @_;
+	return qq(SELECT count(*) || ':' || coalesce(md5(string_agg(r::text, ',' ORDER BY r::text)), '-')
+	  FROM (SELECT $cols FROM $table) r);
+}
+
+sub pa_table_hash
+{
+	my ($node, $table, $cols, $db) = @_;
+	$db //= 'postgres';
+	$cols //= _columns($node, $table, $db);
+	return $node->safe_psql($db, pa_table_hash_sql($table, $cols));
+}
+
+=pod
+
+=item pa_check_equal($pub, $sub, @tables)
+
+For each table, compute the publisher's hash (the publisher must be idle),
+poll the subscriber until it has the same hash (or time out), and report one
+test per table.  Compares the publisher's columns only.
+
+=cut
+
+sub pa_check_equal
+{
+	my ($pub, $sub, @tables) = @_;
+	local $Test::Builder::Level = $Test::Builder::Level + 1;
+	my $db = 'postgres';
+	my $all = 1;
+	foreach my $t (@tables)
+	{
+		my $cols = _columns($pub, $t, $db);
+		my $sql = pa_table_hash_sql($t, $cols);
+		my $want = $pub->safe_psql($db, $sql);
+		my $ok = $sub->poll_query_until($db, $sql, $want);
+		my $got = $sub->safe_psql($db, $sql);
+		$all = 0 unless is($got, $want, "table $t equal on both sides");
+	}
+	return $all;
+}
+
+=pod
+
+=item pa_seq_setup($pub, $sub)
+
+Create seq_log(n bigint primary key) and its sequence on both sides.
+
+=item pa_seq_load($pub, %opts)
+
+Start (in the background) one pgbench client inserting n = nextval() into
+seq_log, one transaction per row, so the publisher commits 1, 2, 3, ... in
+order.  Options: transactions (default 2000), rate (tps, optional).
+
+=item pa_check_seq($pub, $sub)
+
+seq_log on the subscriber holds exactly 1..N, where N is the publisher's
+count (which itself must be 1..N); no gap, no duplicate.
+
+=cut
+
+sub pa_seq_setup
+{
+	my ($pub, $sub) = @_;
+	pa_both($pub, $sub,
+		'CREATE SEQUENCE seq_log_n; CREATE TABLE seq_log (n bigint PRIMARY KEY, at timestamptz DEFAULT now())'
+	);
+	return;
+}
+
+my $script_counter = 0;
+
+sub _script
+{
+	my ($node, $body) = @_;
+	$script_counter++;
+	my $file = $node->basedir . "/pa_script_$$" . "_$script_counter.sql";
+	PostgreSQL::Test::Utils::append_to_file($file, $body);
+	return $file;
+}
+
+sub pa_seq_load
+{
+	my ($pub, %opts) = @_;
+	my $n = $opts{transactions} // 2000;
+	my $file = _script($pub,
+		"INSERT INTO seq_log(n) VALUES (nextval('seq_log_n'));\n");
+	my @args = ('-n', '-c', '1', '-t', $n, '-f', $file);
+	push @args, '-R', $opts{rate} if defined $opts{rate};
+	return pa_pgbench_bg($pub, @args);
+}
+
+sub pa_check_seq
+{
+	my ($pub, $sub, $table) = @_;
+	local $Test::Builder::Level = $Test::Builder::Level + 1;
+	$table //= 'seq_log';
+	my $sql = "SELECT count(*) || ',' || count(DISTINCT n) || ',' || coalesce(min(n), 0) || ',' || coalesce(max(n), 0) FROM $table";
+	my $want = $pub->safe_psql('postgres', $sql);
+	my ($cnt) = split /,/, $want;
+	is($want, $cnt > 0 ? "$cnt,$cnt,1,$cnt" : "0,0,0,0",
+		"$table on the publisher is 1..$cnt");
+	$sub->poll_query_until('postgres', $sql, $want);
+	my $got = $sub->safe_psql('postgres', $sql);
+	return is($got, $want,
+		"$table on the subscriber is exactly 1..$cnt (count, distinct, min, max)");
+}
+
+=pod
+
+=item pa_bg($name, @cmd) / pa_bg_running($h) / pa_bg_finish($h)
+
+Run a command in the background; pa_bg_finish waits for it and returns
+(ok, stdout, stderr) and records a test that it exited with status 0 unless
+told otherwise.
+
+=cut
+
+sub pa_bg
+{
+	my ($name, @cmd) = @_;
+	my $h = { name => $name, out => '', err => '' };
+	note "starting in background: @cmd";
+	$h->{run} = IPC::Run::start(\@cmd, '<', \undef, '>', \$h->{out}, '2>',
+		\$h->{err});
+	return $h;
+}
+
+sub pa_bg_running
+{
+	my ($h) = @_;
+	$h->{run}->pump_nb;
+	return $h->{run}->pumpable;
+}
+
+sub pa_bg_finish
+{
+	my ($h, %opts) = @_;
+	local $Test::Builder::Level = $Test::Builder::Level + 1;
+	my $ok = $h->{run}->finish;
+	note "$h->{name} stdout:\n$h->{out}";
+	diag "$h->{name} stderr:\n$h->{err}" if !$ok && $h->{err} ne '';
+	ok($ok, "$h->{name} exited successfully") unless $opts{no_test};
+	return wantarray ? ($ok, $h->{out}, $h->{err}) : $ok;
+}
+
+=pod
+
+=item pa_pgbench_bg($node, @args)
+
+pgbench against $node's postgres database, in the background.
+
+=cut
+
+sub pa_pgbench_bg
+{
+	my ($node, @args) = @_;
+	return pa_bg("pgbench @args", 'pgbench', '-h', $node->host, '-p',
+		$node->port, @args, 'postgres');
+}
+
+=pod
+
+=item pa_checker_bg($sub, $seconds, $condition_sql)
+
+Reader on the subscriber: one client evaluating $condition_sql (a boolean
+expression) in a loop for $seconds, each in its own snapshot.  The client
+fails (division by zero) the first time it sees false, so pa_bg_finish
+reports the violation.  Returns the handle; the number of checks is parsed
+from pgbench's output by pa_checker_count.
+
+=cut
+
+sub pa_checker_bg
+{
+	my ($sub, $seconds, $cond) = @_;
+	my $file = _script($sub, "SELECT 1 / (($cond)::int) AS invariant_holds;\n");
+	return pa_pgbench_bg($sub, '-n', '-c', '1', '-T', $seconds, '-f', $file);
+}
+
+sub pa_checker_count
+{
+	my ($h) = @_;
+	return $1 if $h->{out} =~ /number of transactions actually processed: (\d+)/;
+	return 0;
+}
+
+=pod
+
+=item pa_engine_pids($sub, $backend_type)
+
+PIDs of processes with the given backend_type ('parallel_apply leader',
+'parallel_apply worker', 'parallel_apply launcher') in pg_stat_activity.
+
+=cut
+
+sub pa_engine_pids
+{
+	my ($sub, $type) = @_;
+	my $r = $sub->safe_psql('postgres',
+		"SELECT string_agg(pid::text, ' ' ORDER BY pid) FROM pg_stat_activity WHERE backend_type = '$type'"
+	);
+	return grep { $_ ne '' } split / /, $r;
+}
+
+=pod
+
+=item pa_log_pos($node) / pa_wait_log($node, $re, $pos) / pa_log_since($node, $pos)
+
+Log file offsets and polling for a regexp in the server log.
+
+=cut
+
+sub pa_log_pos
+{
+	my ($node) = @_;
+	return -s $node->logfile // 0;
+}
+
+sub pa_wait_log
+{
+	my ($node, $re, $pos) = @_;
+	return $node->wait_for_log($re, $pos // 0);
+}
+
+sub pa_log_since
+{
+	my ($node, $pos) = @_;
+	return PostgreSQL::Test::Utils::slurp_file($node->logfile, $pos // 0);
+}
+
+1;

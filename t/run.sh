@@ -1,0 +1,234 @@
+#!/usr/bin/env bash
+# t/run.sh -- build, install and test parallel_apply.
+#
+#   bash t/run.sh                 # everything: setup, pg_regress, all TAP tests
+#
+# Runs t/setup.sh (as root: installs missing packages, make, make install),
+# copies the repository to a scratch directory owned by the unprivileged
+# user "postgres" (initdb refuses to run as root), and as that user runs
+#   (a) the pg_regress tests listed in REGRESS of the Makefile (sql/*.sql vs
+#       expected/*.out) in a temporary instance with t/regress.conf, and
+#   (b) every TAP test t/*.pl with prove.
+# Prints a summary; exits non-zero if anything failed, after printing the
+# tail of the relevant logs.  Works non-interactively (CI=true, no stdin).
+#
+# Environment knobs:
+#   PA_TESTS="001 004"      run only TAP tests whose file name contains one of these
+#   PA_SKIP_SETUP=1         do not run t/setup.sh (extension already installed)
+#   PA_SKIP_REGRESS=1       skip pg_regress;  PA_SKIP_TAP=1  skip TAP tests
+#   PA_NO_ENGINE=1          run the TAP tests against the built-in apply worker
+#                           only (validates the tests; implies no regress)
+#   PA_KEEP=1               keep the scratch directory even on success
+#   PG_TEST_TIMEOUT_DEFAULT per-wait timeout in seconds inside tests (default 120)
+#   PA_FILE_TIMEOUT         wall-clock limit per TAP file in seconds (default 480)
+#   PA_PROVE_VERBOSE=1      prove -v
+set -uo pipefail
+
+REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+PG_MAJOR="${PG_MAJOR:-15}"
+PGBIN="/usr/lib/postgresql/${PG_MAJOR}/bin"
+PG_CONFIG="${PG_CONFIG:-$PGBIN/pg_config}"
+START_TIME=$(date +%s)
+
+say() { printf '%s\n' "run.sh: $*"; }
+hr() { printf '%s\n' "----------------------------------------------------------------------"; }
+
+exec </dev/null
+
+# ---------------------------------------------------------------- setup
+if [ "${PA_SKIP_SETUP:-0}" != 1 ]; then
+	say "running t/setup.sh"
+	if [ "${PA_NO_ENGINE:-0}" = 1 ]; then
+		PA_SKIP_BUILD=1 bash "$REPO/t/setup.sh" || { say "setup failed"; exit 1; }
+	elif ! bash "$REPO/t/setup.sh"; then
+		say "FAILED: t/setup.sh (packages, build or install)"
+		exit 1
+	fi
+fi
+
+if [ ! -x "$PG_CONFIG" ]; then
+	say "pg_config not found at $PG_CONFIG"
+	exit 1
+fi
+PGXS_DIR="$(dirname "$(dirname "$(dirname "$("$PG_CONFIG" --pgxs)")")")"
+PG_REGRESS="$PGXS_DIR/src/test/regress/pg_regress"
+PERL_DIR="$PGXS_DIR/src/test/perl"
+for f in "$PG_REGRESS" "$PERL_DIR/PostgreSQL/Test/Cluster.pm"; do
+	[ -e "$f" ] || { say "missing $f (install postgresql-server-dev-${PG_MAJOR})"; exit 1; }
+done
+
+# ---------------------------------------------------------------- scratch copy
+if [ "$(id -u)" -eq 0 ]; then
+	RUNAS=postgres
+	if ! id "$RUNAS" >/dev/null 2>&1; then
+		say "creating user $RUNAS"
+		useradd --system --create-home --home-dir /var/lib/postgresql --shell /bin/bash "$RUNAS"
+	fi
+else
+	RUNAS=""
+fi
+if [ -n "$RUNAS" ]; then
+	RUN_HOME="$(getent passwd "$RUNAS" | cut -d: -f6)"
+	[ -d "$RUN_HOME" ] || RUN_HOME=/tmp
+else
+	RUN_HOME="${HOME:-/tmp}"
+fi
+
+WORK="$(mktemp -d "${TMPDIR:-/tmp}/parallel_apply_test.XXXXXX")"
+COPY="$WORK/repo"
+mkdir -p "$COPY"
+tar -C "$REPO" \
+	--exclude=./.git --exclude='./tmp_check*' --exclude=./results \
+	--exclude=./regression.diffs --exclude=./regression.out \
+	--exclude='*.o' --exclude='*.so' --exclude='*.bc' \
+	-cf - . | tar -C "$COPY" -xf -
+if [ -n "$RUNAS" ]; then
+	chown -R "$RUNAS": "$WORK"
+fi
+chmod 755 "$WORK"
+
+# Run a command as the unprivileged user with a clean, predictable environment.
+as_user() {
+	local envs=(
+		"PATH=$PGBIN:/usr/local/bin:/usr/bin:/bin"
+		"HOME=$RUN_HOME"
+		"LANG=C.UTF-8" "LC_ALL=C.UTF-8"
+		"PG_REGRESS=$PG_REGRESS"
+		"PERL5LIB=$PERL_DIR:$COPY/t"
+		"TESTDIR=$COPY"
+		"PG_TEST_TIMEOUT_DEFAULT=${PG_TEST_TIMEOUT_DEFAULT:-120}"
+		"PA_NO_ENGINE=${PA_NO_ENGINE:-}"
+		"PA_LOAD_SECONDS=${PA_LOAD_SECONDS:-}"
+		"TMPDIR=/tmp"
+	)
+	if [ -n "$RUNAS" ]; then
+		runuser -u "$RUNAS" -- env -i "${envs[@]}" "$@"
+	else
+		env -i "${envs[@]}" "$@"
+	fi
+}
+
+# Stop any server a killed test left behind (only servers under our scratch dir).
+stop_leftovers() {
+	local pidfile dir
+	for pidfile in "$COPY"/tmp_check/t_*_data/pgdata/postmaster.pid; do
+		[ -e "$pidfile" ] || continue
+		dir="$(dirname "$pidfile")"
+		say "stopping leftover server in $dir"
+		as_user "$PGBIN/pg_ctl" -D "$dir" -m immediate -w stop >/dev/null 2>&1 || true
+	done
+}
+
+declare -a RESULTS=()
+FAILED=0
+record() { # name status seconds
+	RESULTS+=("$(printf '%-28s %-6s %4ss' "$1" "$2" "$3")")
+	[ "$2" = ok ] || FAILED=1
+}
+
+# ---------------------------------------------------------------- pg_regress
+if [ "${PA_SKIP_REGRESS:-0}" != 1 ] && [ "${PA_NO_ENGINE:-0}" != 1 ]; then
+	REGRESS_LIST=""
+	if [ -f "$COPY/Makefile" ]; then
+		REGRESS_LIST="$(make -s --no-print-directory -C "$COPY" -f Makefile \
+			-f <(printf 'pa-print-regress:\n\t@echo $(REGRESS)\n') \
+			PG_CONFIG="$PG_CONFIG" pa-print-regress 2>/dev/null | tail -n 1)"
+	fi
+	if [ -z "$REGRESS_LIST" ]; then
+		for f in "$COPY"/sql/*.sql; do
+			b="$(basename "$f" .sql)"
+			case "$b" in parallel_apply--*) continue ;; esac
+			REGRESS_LIST="$REGRESS_LIST $b"
+		done
+	fi
+	hr
+	say "pg_regress: $REGRESS_LIST"
+	t0=$(date +%s)
+	if (cd "$COPY" && as_user "$PG_REGRESS" \
+		--temp-instance="$COPY/tmp_check_regress" \
+		--temp-config="$COPY/t/regress.conf" \
+		--bindir="$PGBIN" --inputdir="$COPY" --outputdir="$COPY" \
+		--no-locale --encoding=UTF8 \
+		--dbname=contrib_regression $REGRESS_LIST); then
+		record "pg_regress" ok $(($(date +%s) - t0))
+	else
+		record "pg_regress" FAILED $(($(date +%s) - t0))
+		hr
+		say "regression.diffs:"
+		[ -f "$COPY/regression.diffs" ] && head -c 20000 "$COPY/regression.diffs"
+		for lf in "$COPY"/tmp_check_regress/log/postmaster.log; do
+			[ -f "$lf" ] || continue
+			hr
+			say "tail of $lf:"
+			tail -n 60 "$lf"
+		done
+	fi
+fi
+
+# ---------------------------------------------------------------- TAP
+if [ "${PA_SKIP_TAP:-0}" != 1 ]; then
+	mapfile -t TAP_FILES < <(cd "$COPY" && ls t/*.pl 2>/dev/null | sort)
+	if [ -n "${PA_TESTS:-}" ]; then
+		sel=()
+		for f in "${TAP_FILES[@]}"; do
+			for pat in $PA_TESTS; do
+				case "$f" in *"$pat"*) sel+=("$f"); break ;; esac
+			done
+		done
+		TAP_FILES=("${sel[@]}")
+	fi
+	PROVE_FLAGS=(--timer)
+	[ "${PA_PROVE_VERBOSE:-0}" = 1 ] && PROVE_FLAGS+=(-v)
+	for tf in "${TAP_FILES[@]}"; do
+		name="$(basename "$tf" .pl)"
+		hr
+		say "TAP $tf"
+		t0=$(date +%s)
+		(cd "$COPY" && as_user timeout -k 30 "${PA_FILE_TIMEOUT:-480}" \
+			prove "${PROVE_FLAGS[@]}" -I "$PERL_DIR" -I "$COPY/t" "$tf")
+		rc=$?
+		stop_leftovers
+		if [ $rc -eq 0 ]; then
+			record "$name" ok $(($(date +%s) - t0))
+		else
+			[ $rc -eq 124 ] && say "$tf: killed after ${PA_FILE_TIMEOUT:-480}s"
+			record "$name" FAILED $(($(date +%s) - t0))
+			rl="$COPY/tmp_check/log/regress_log_$name"
+			if [ -f "$rl" ]; then
+				hr
+				say "tail of $rl:"
+				tail -n 80 "$rl"
+			fi
+			for lf in "$COPY"/tmp_check/log/"${name}"_*.log; do
+				[ -f "$lf" ] || continue
+				hr
+				say "errors and tail of $lf:"
+				grep -E 'PANIC|FATAL|ERROR|TRAP|terminated by signal|server process' "$lf" | tail -n 40
+				echo "..."
+				tail -n 40 "$lf"
+			done
+		fi
+	done
+fi
+
+# ---------------------------------------------------------------- summary
+hr
+say "summary ($(($(date +%s) - START_TIME))s total):"
+for r in "${RESULTS[@]}"; do
+	echo "  $r"
+done
+if [ ${#RESULTS[@]} -eq 0 ]; then
+	say "nothing was run"
+	FAILED=1
+fi
+if [ "$FAILED" -ne 0 ]; then
+	say "FAILED; logs kept in $COPY (tmp_check/log, regression.diffs)"
+	exit 1
+fi
+if [ "${PA_KEEP:-0}" = 1 ]; then
+	say "all tests passed; scratch directory kept: $WORK"
+else
+	rm -rf "$WORK"
+	say "all tests passed"
+fi
+exit 0
