@@ -7,6 +7,7 @@ OBJS = \
 	src/receive.o \
 	src/decode.o \
 	src/dispatch.o \
+	src/dependency.o \
 	src/queue.o \
 	src/worker.o \
 	src/commit.o \
@@ -30,3 +31,6 @@ TAP_TESTS = 1
 PG_CONFIG ?= pg_config
 PGXS := $(shell $(PG_CONFIG) --pgxs)
 include $(PGXS)
+
+# every stage depends on the contracts between stages
+$(OBJS): $(wildcard $(srcdir)/include/*.h)

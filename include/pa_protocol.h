@@ -6,7 +6,9 @@
  *
  * Each message is framed as a uint32 length followed by that many bytes; the
  * first byte is the kind.  Frames may straddle chunks.  BEGIN and COMMIT
- * carry the engine's own fixed-size structs; CHANGE carries one pgoutput
+ * carry the engine's own fixed-size structs; WAIT, placed just before the
+ * first change that depends on another transaction, names the sequence
+ * number whose commit the worker must wait for; CHANGE carries one pgoutput
  * message (RELATION, INSERT, UPDATE, DELETE or TRUNCATE) exactly as the
  * publisher sent it, with any streamed-transaction xid prefix removed, so
  * the worker decodes rows itself and the leader's per-change work stays a
@@ -23,9 +25,7 @@
 #define PA_MSG_BEGIN	'B'
 #define PA_MSG_CHANGE	'P'
 #define PA_MSG_COMMIT	'C'
-
-#define PA_MAX_DEPS		8		/* dependencies carried in BEGIN; more
-								 * collapse to "wait for the predecessor" */
+#define PA_MSG_WAIT		'W'		/* uint64 seq: wait for its commit first */
 
 typedef struct PaMsgBegin
 {
@@ -33,9 +33,6 @@ typedef struct PaMsgBegin
 	TransactionId remote_xid;
 	XLogRecPtr	final_lsn;		/* remote commit LSN */
 	TimestampTz committime;
-	int			ndeps;			/* predecessors to wait for before the
-								 * first change */
-	uint64		deps[PA_MAX_DEPS];
 } PaMsgBegin;
 
 typedef struct PaMsgCommit

@@ -117,6 +117,9 @@ typedef struct PaSub
 	pg_atomic_uint64 received_lsn;
 	pg_atomic_uint64 applied_lsn;
 	pg_atomic_uint64 flushed_lsn;
+	pg_atomic_uint64 serial_until;	/* re-apply serially up to this LSN
+									 * after a worker failed */
+	bool		restart_now;	/* skip retry_interval once */
 
 	/* commit watermark: seq of the last transaction committed in order */
 	pg_atomic_uint64 committed_seq;

@@ -159,6 +159,8 @@ pa_apply_message(StringInfo s)
 	if (ApplyMessageContext == NULL)
 		pa_apply_init();
 
+	CHECK_FOR_INTERRUPTS();
+
 	/* The previous message may have ended in an ERROR. */
 	MemoryContextReset(ApplyMessageContext);
 	pa_errctx.nspname = NULL;
@@ -860,7 +862,7 @@ apply_update_internal(PaExecData *edata, ResultRelInfo *relinfo,
 
 		EvalPlanQualSetSlot(&epqstate, remoteslot);
 
-		/* checks the replica identity (CheckCmdReplicaIdentity) too */
+		/* ExecSimpleRelationUpdate() runs CheckCmdReplicaIdentity() */
 		TargetPrivilegesCheck(localrel, ACL_UPDATE);
 		ExecSimpleRelationUpdate(relinfo, estate, &epqstate, localslot,
 								 remoteslot);
@@ -934,7 +936,7 @@ apply_delete_internal(PaExecData *edata, ResultRelInfo *relinfo,
 	{
 		EvalPlanQualSetSlot(&epqstate, localslot);
 
-		/* checks the replica identity (CheckCmdReplicaIdentity) too */
+		/* ExecSimpleRelationDelete() runs CheckCmdReplicaIdentity() */
 		TargetPrivilegesCheck(localrel, ACL_DELETE);
 		ExecSimpleRelationDelete(relinfo, estate, &epqstate, localslot);
 	}

@@ -7,8 +7,17 @@
  *
  * Owns: sequence numbers, the transaction ring entries (PaSub->txns), the
  * choice of worker, the leader's copy of every RELATION message and which
- * worker has seen which version of it, and the positions reported to the
- * publisher.
+ * worker has seen which version of it, serial mode after a failure, and the
+ * positions reported to the publisher.
+ *
+ * A transaction is buffered in leader memory (up to PA_TXN_BUFFER bytes)
+ * while its dependencies are computed (dependency.c), so that its worker
+ * can be chosen knowing them: with no uncommitted predecessor it goes to
+ * the least-loaded worker; with exactly one it goes behind that one on the
+ * same worker, where it can never wait; with more, to the least-loaded
+ * worker, with a WAIT for the latest predecessor just before the first
+ * change that needs it.  A larger transaction is sent on as it arrives,
+ * with WAITs inserted as new dependencies appear.
  *
  * Invariants kept here:
  *	- sequence numbers follow the publisher's commit order (BEGIN order for
@@ -30,6 +39,7 @@
 
 #include "access/xlog.h"
 #include "miscadmin.h"
+#include "pa_dependency.h"
 #include "pa_leader.h"
 #include "pa_protocol.h"
 #include "pa_queue.h"
@@ -38,6 +48,9 @@
 
 /* leader-local record of each dispatched transaction, for feedback */
 #define PA_FIFO_SIZE	(PA_MAX_INFLIGHT * 16)
+
+/* bytes of a transaction buffered before its worker must be chosen */
+#define PA_TXN_BUFFER	(64 * 1024)
 
 typedef struct FifoEntry
 {
@@ -53,6 +66,7 @@ typedef struct RelEntry
 	char	   *msg;
 	int			len;
 	uint32		sent[PA_MAX_WORKERS];	/* version each worker has seen */
+	uint64		touched_seq;	/* last transaction that used it */
 } RelEntry;
 
 static FifoEntry *fifo;
@@ -61,7 +75,15 @@ static uint64 done_upto;		/* every seq <= it has completed */
 static uint64 flushed_upto;		/* every seq <= it is flushed locally */
 static int	inflight[PA_MAX_WORKERS];
 static uint64 cur_seq;			/* transaction being dispatched, or 0 */
-static int	cur_worker;
+static int	cur_worker;			/* its worker, or -1 while buffered */
+static PaMsgBegin cur_begin;
+static PaDepAcc cur_deps;
+static uint64 cur_wait_sent;	/* highest WAIT written for it */
+static StringInfoData txnbuf;	/* its frames while buffered */
+static LogicalRepRelId *touched;	/* relations it used */
+static int	ntouched;
+static int	maxtouched;
+static XLogRecPtr serial_until; /* apply serially up to this LSN */
 static PaChunk *open_chunk[PA_MAX_WORKERS];
 static HTAB *relations;
 static MemoryContext RelContext;
@@ -77,6 +99,22 @@ pa_dispatch_init(void)
 	cur_seq = 0;
 	memset(inflight, 0, sizeof(inflight));
 	memset(open_chunk, 0, sizeof(open_chunk));
+	cur_worker = -1;
+	initStringInfo(&txnbuf);
+	maxtouched = 16;
+	touched = MemoryContextAlloc(TopMemoryContext, sizeof(LogicalRepRelId) * maxtouched);
+	ntouched = 0;
+	pa_dep_init();
+
+	/* after a worker failed, re-apply the window it failed in serially */
+	serial_until = pg_atomic_read_u64(&pa_leader.sub->serial_until);
+	if (serial_until != InvalidXLogRecPtr)
+	{
+		pg_atomic_fetch_add_u64(&pa_leader.sub->serial_retries, 1);
+		ereport(LOG,
+				(errmsg("parallel_apply for subscription \"%s\" applies serially up to %X/%X after a failure",
+						pa_leader.mysub->name, LSN_FORMAT_ARGS(serial_until))));
+	}
 
 	RelContext = AllocSetContextCreate(TopMemoryContext,
 									   "parallel_apply leader relations",
@@ -154,13 +192,24 @@ flush_worker(int w)
 	}
 }
 
-/* Least-loaded worker; ties go to the lowest-numbered one */
+/*
+ * Where a transaction goes: behind its only uncommitted predecessor, or to
+ * the least-loaded worker (ties go to the lowest-numbered one).
+ */
 static int
 choose_worker(void)
 {
 	int			best = 0;
 	int			i;
 
+	if (cur_deps.ndistinct == 1)
+	{
+		uint64		dep = cur_deps.first;
+		PaTxn	   *t = &pa_leader.sub->txns[dep % PA_MAX_INFLIGHT];
+
+		if (t->seq == dep && !fifo[dep % PA_FIFO_SIZE].done)
+			return t->worker;
+	}
 	for (i = 1; i < pa_leader.nworkers; i++)
 	{
 		if (inflight[i] < inflight[best])
@@ -169,14 +218,63 @@ choose_worker(void)
 	return best;
 }
 
+/* Frames of the current transaction go to its buffer or to its worker */
+static void
+emit(char kind, const void *payload, Size len)
+{
+	if (cur_worker < 0)
+	{
+		uint32		total = 1 + len;
+
+		appendBinaryStringInfo(&txnbuf, (const char *) &total, sizeof(total));
+		appendStringInfoChar(&txnbuf, kind);
+		appendBinaryStringInfo(&txnbuf, payload, len);
+	}
+	else
+		write_frame(cur_worker, kind, payload, len);
+}
+
+static void
+send_relation_if_needed(RelEntry *entry, int w)
+{
+	if (entry->sent[w] != entry->version)
+	{
+		write_frame(w, PA_MSG_CHANGE, entry->msg, entry->len);
+		entry->sent[w] = entry->version;
+	}
+}
+
+/* Choose the worker of the buffered transaction and send what it has */
+static void
+go_direct(void)
+{
+	PaTxn	   *txn = &pa_leader.sub->txns[cur_seq % PA_MAX_INFLIGHT];
+	int			w = choose_worker();
+	int			i;
+
+	cur_worker = w;
+	inflight[w]++;
+	txn->worker = w;
+	pg_write_barrier();
+	txn->seq = cur_seq;
+
+	write_frame(w, PA_MSG_BEGIN, &cur_begin, sizeof(cur_begin));
+	for (i = 0; i < ntouched; i++)
+	{
+		RelEntry   *entry = hash_search(relations, &touched[i], HASH_FIND, NULL);
+
+		send_relation_if_needed(entry, w);
+	}
+	write_bytes(w, txnbuf.data, txnbuf.len);
+	resetStringInfo(&txnbuf);
+}
+
 void
 pa_dispatch_begin(TransactionId xid, XLogRecPtr final_lsn, TimestampTz committime)
 {
 	PaSub	   *sub = pa_leader.sub;
-	PaMsgBegin	msg;
 	PaTxn	   *txn;
 	uint64		seq;
-	int			w;
 
 	Assert(cur_seq == 0);
 
@@ -191,33 +289,44 @@ pa_dispatch_begin(TransactionId xid, XLogRecPtr final_lsn, TimestampTz committim
 	}
 
 	seq = next_seq++;
-	w = choose_worker();
-
 	txn = &sub->txns[seq % PA_MAX_INFLIGHT];
-	txn->seq = seq;
-	txn->worker = w;
+	txn->seq = 0;				/* published with its worker in go_direct */
 	txn->remote_xid = xid;
 	txn->end_lsn = final_lsn;
 	txn->local_end = InvalidXLogRecPtr;
 	pg_atomic_write_u32(&txn->lock_held, 0);
-	pg_write_barrier();
 
 	fifo[seq % PA_FIFO_SIZE].end_lsn = InvalidXLogRecPtr;
 	fifo[seq % PA_FIFO_SIZE].local_end = InvalidXLogRecPtr;
 	fifo[seq % PA_FIFO_SIZE].done = false;
-	inflight[w]++;
 	cur_seq = seq;
-	cur_worker = w;
+	cur_worker = -1;
+	ntouched = 0;
+	cur_wait_sent = 0;
+	memset(&cur_deps, 0, sizeof(cur_deps));
+	resetStringInfo(&txnbuf);
 
-	memset(&msg, 0, sizeof(msg));
-	msg.seq = seq;
-	msg.remote_xid = xid;
-	msg.final_lsn = final_lsn;
-	msg.committime = committime;
-	/* ordered pipeline: wait for the predecessor before the first change */
-	msg.ndeps = seq > 1 ? 1 : 0;
-	msg.deps[0] = seq - 1;
-	write_frame(w, PA_MSG_BEGIN, &msg, sizeof(msg));
+	memset(&cur_begin, 0, sizeof(cur_begin));
+	cur_begin.seq = seq;
+	cur_begin.remote_xid = xid;
+	cur_begin.final_lsn = final_lsn;
+	cur_begin.committime = committime;
+
+	pa_dep_set_committed(pg_atomic_read_u64(&sub->committed_seq));
+	pa_dep_begin(seq, &cur_deps);
+	if (serial_until != InvalidXLogRecPtr)
+	{
+		if (final_lsn <= serial_until)
+			pa_dep_note(&cur_deps, seq - 1);	/* one after the other */
+		else
+		{
+			serial_until = InvalidXLogRecPtr;
+			pg_atomic_write_u64(&sub->serial_until, InvalidXLogRecPtr);
+			ereport(LOG,
+					(errmsg("parallel_apply for subscription \"%s\" resumes parallel apply",
+							pa_leader.mysub->name)));
+		}
+	}
 }
 
 void
@@ -236,18 +345,23 @@ pa_dispatch_relation(LogicalRepRelId relid, const char *msg, int len)
 	else
 	{
 		entry->version = 0;
+		entry->touched_seq = 0;
 		memset(entry->sent, 0, sizeof(entry->sent));
 	}
 	entry->msg = MemoryContextAlloc(RelContext, len);
 	memcpy(entry->msg, msg, len);
 	entry->len = len;
 	entry->version++;
+
+	/* a changed schema is a barrier; keep it after the changes before it */
+	if (found && cur_seq != 0 && cur_worker < 0 && entry->touched_seq == cur_seq)
+		go_direct();
+	pa_dep_relation(cur_seq, relid, msg, len, found, &cur_deps);
 }
 
 void
 pa_dispatch_change(const char *msg, int len, LogicalRepRelId *relids, int nrelids)
 {
-	int			w = cur_worker;
 	int			i;
 
 	if (cur_seq == 0)
@@ -264,13 +378,34 @@ pa_dispatch_change(const char *msg, int len, LogicalRepRelId *relids, int nrelid
 					(errcode(ERRCODE_PROTOCOL_VIOLATION),
 					 errmsg("no relation map entry for remote relation ID %u",
 							relids[i])));
-		if (entry->sent[w] != entry->version)
+		if (entry->touched_seq != cur_seq)
 		{
-			write_frame(w, PA_MSG_CHANGE, entry->msg, entry->len);
-			entry->sent[w] = entry->version;
+			entry->touched_seq = cur_seq;
+			if (ntouched == maxtouched)
+			{
+				maxtouched *= 2;
+				touched = repalloc(touched, sizeof(LogicalRepRelId) * maxtouched);
+			}
+			touched[ntouched++] = relids[i];
 		}
+		if (cur_worker >= 0)
+			send_relation_if_needed(entry, cur_worker);
 	}
-	write_frame(w, PA_MSG_CHANGE, msg, len);
+
+	if (msg[0] == LOGICAL_REP_MSG_TRUNCATE)
+		pa_dep_truncate(cur_seq, &cur_deps);
+	else
+		pa_dep_change(cur_seq, msg, len, &cur_deps);
+
+	if (cur_deps.max > cur_wait_sent)
+	{
+		cur_wait_sent = cur_deps.max;
+		emit(PA_MSG_WAIT, &cur_wait_sent, sizeof(cur_wait_sent));
+	}
+	emit(PA_MSG_CHANGE, msg, len);
+
+	if (cur_worker < 0 && txnbuf.len > PA_TXN_BUFFER)
+		go_direct();
 }
 
 void
@@ -283,6 +418,8 @@ pa_dispatch_commit(XLogRecPtr commit_lsn, XLogRecPtr end_lsn, TimestampTz commit
 				(errcode(ERRCODE_PROTOCOL_VIOLATION),
 				 errmsg_internal("COMMIT outside a remote transaction")));
 
+	if (cur_worker < 0)
+		go_direct();
 	fifo[cur_seq % PA_FIFO_SIZE].end_lsn = end_lsn;
 	msg.commit_lsn = commit_lsn;
 	msg.end_lsn = end_lsn;

@@ -208,6 +208,12 @@ launcher_pass(List *attached)
 			lslots[i].handle = NULL;
 			lslots[i].next_start =
 				TimestampTzPlusMilliseconds(now, pa_retry_interval_ms);
+			if (pa_shared->subs[i].restart_now)
+			{
+				/* a serial retry of the window a worker failed in */
+				pa_shared->subs[i].restart_now = false;
+				lslots[i].next_start = now;
+			}
 		}
 	}
 
@@ -273,6 +279,8 @@ launcher_pass(List *attached)
 			pg_atomic_write_u64(&sub->received_lsn, 0);
 			pg_atomic_write_u64(&sub->applied_lsn, 0);
 			pg_atomic_write_u64(&sub->flushed_lsn, 0);
+			pg_atomic_write_u64(&sub->serial_until, 0);
+			sub->restart_now = false;
 			lslots[i].next_start = 0;
 			lslots[i].started_once = false;
 		}

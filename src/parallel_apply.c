@@ -94,6 +94,7 @@ pa_shmem_startup(void)
 			pg_atomic_init_u64(&sub->received_lsn, 0);
 			pg_atomic_init_u64(&sub->applied_lsn, 0);
 			pg_atomic_init_u64(&sub->flushed_lsn, 0);
+			pg_atomic_init_u64(&sub->serial_until, 0);
 			pg_atomic_init_u64(&sub->committed_seq, 0);
 			pg_atomic_init_u64(&sub->txns_applied, 0);
 			pg_atomic_init_u64(&sub->dependency_waits, 0);

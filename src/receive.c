@@ -143,6 +143,18 @@ check_workers(void)
 			PaTxn	   *txn = &sub->txns[seq % PA_MAX_INFLIGHT];
 
 			pa_leader.handles[i] = NULL;
+
+			/*
+			 * Re-apply what was in flight serially, at once: an error that
+			 * parallelism caused (a dependency the tracker could not see)
+			 * does not happen then; a genuine one happens again, and then
+			 * the retry interval applies.
+			 */
+			if (pg_atomic_read_u64(&sub->serial_until) == InvalidXLogRecPtr)
+				sub->restart_now = true;
+			if (pg_atomic_read_u64(&sub->serial_until) < pa_leader.last_received)
+				pg_atomic_write_u64(&sub->serial_until, pa_leader.last_received);
+
 			if (seq != 0 && txn->seq == seq)
 				ereport(ERROR,
 						(errcode(ERRCODE_INTERNAL_ERROR),
@@ -150,12 +162,12 @@ check_workers(void)
 								i + 1, pa_leader.mysub->name, txn->remote_xid),
 						 errdetail("The transaction's remote commit LSN is %X/%X; the worker's error is logged above.",
 								   LSN_FORMAT_ARGS(txn->end_lsn)),
-						 errhint("The engine restarts from the subscription's replication origin after parallel_apply.retry_interval.")));
+						 errhint("The engine re-applies the transactions in flight serially, from the subscription's replication origin.")));
 			ereport(ERROR,
 					(errcode(ERRCODE_INTERNAL_ERROR),
 					 errmsg("parallel_apply worker %d of subscription \"%s\" exited",
 							i + 1, pa_leader.mysub->name),
-					 errhint("The engine restarts from the subscription's replication origin after parallel_apply.retry_interval.")));
+					 errhint("The engine re-applies the transactions in flight serially, from the subscription's replication origin.")));
 		}
 	}
 }

@@ -13,8 +13,8 @@
  * partition), used when a partitioned table is the target.
  *
  * Invariants:
- *	- Everything here lives in PaRelMapContext; nothing is allocated per
- *	  message.
+ *	- The maps and everything they point to live in PaRelMapContext;
+ *	  scratch memory comes from the caller's (per-message) context.
  *	- A RELATION message whose description equals the cached one leaves the
  *	  entry alone; a different one replaces the description, drops the
  *	  partition entries that shared it, and forces re-resolution by name.

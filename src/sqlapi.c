@@ -46,6 +46,7 @@
 #include "utils/acl.h"
 #include "utils/builtins.h"
 #include "utils/lsyscache.h"
+#include "utils/memutils.h"
 #include "utils/pg_lsn.h"
 #include "utils/syscache.h"
 
@@ -208,7 +209,12 @@ stop_engine(Oid subid, const char *name)
 	LWLockRelease(pa_shared->lock);
 	if (sub == NULL)
 		return;					/* no slot: nothing runs */
-	stopping_subs = lappend_oid(stopping_subs, subid);
+	{
+		MemoryContext old = MemoryContextSwitchTo(TopMemoryContext);
+
+		stopping_subs = lappend_oid(stopping_subs, subid);
+		MemoryContextSwitchTo(old);
+	}
 
 	for (i = 0; sub_has_processes(sub); i++)
 	{

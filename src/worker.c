@@ -28,6 +28,7 @@
 #include "postgres.h"
 
 #include "access/xact.h"
+#include "access/xlog.h"
 #include "libpq/pqformat.h"
 #include "catalog/pg_subscription.h"
 #include "miscadmin.h"
@@ -50,16 +51,45 @@ static PaSub *my_sub;
 static PaWorker *me;
 static StringInfoData inbuf;
 static char origin_name[NAMEDATALEN];
+static bool flush_commits = false;	/* subscription asks for durability */
+
+/* Is a whole message already here, or a chunk waiting in the queue? */
+static bool
+message_ready(void)
+{
+	int			avail = inbuf.len - inbuf.cursor;
+
+	if (avail >= (int) sizeof(uint32))
+	{
+		uint32		len;
+
+		memcpy(&len, inbuf.data + inbuf.cursor, sizeof(len));
+		if (avail >= (int) (sizeof(uint32) + len))
+			return true;
+	}
+	return !cds_wfcq_empty(&me->qhead, &me->qtail);
+}
 
 static void
 worker_detach(int code, Datum arg)
 {
+	uint64		seq = pg_atomic_read_u64(&me->current_seq);
+
+	/* waiters must not take our released lock for a commit */
+	if (seq != 0)
+	{
+		PaTxn	   *txn = &my_sub->txns[seq % PA_MAX_INFLIGHT];
+
+		if (txn->seq == seq)
+			pg_atomic_write_u32(&txn->lock_held, 0);
+	}
 	pa_commit_abandon();
 	me->state = PA_WORKER_FREE;
 	me->latch = NULL;
 	pg_atomic_write_u64(&me->current_seq, 0);
 	pg_write_barrier();
 	me->pid = 0;
+	ConditionVariableBroadcast(&my_sub->cv);
 	pa_wake_launcher();
 	if (my_sub->leader_latch)
 		SetLatch(my_sub->leader_latch);
@@ -158,8 +188,6 @@ worker_loop(void)
 			case PA_MSG_BEGIN:
 				{
 					PaMsgBegin	begin;
-					int			i;
-					bool		waited = false;
 
 					memcpy(&begin, msg.data + 1, sizeof(begin));
 					txn = &my_sub->txns[begin.seq % PA_MAX_INFLIGHT];
@@ -170,10 +198,18 @@ worker_loop(void)
 					pg_atomic_write_u64(&me->current_seq, begin.seq);
 					pa_commit_start(txn);
 
+					me->state = PA_WORKER_APPLYING;
+					break;
+				}
+			case PA_MSG_WAIT:
+				{
+					uint64		dep;
+
+					if (txn == NULL)
+						elog(ERROR, "parallel_apply worker received WAIT outside a transaction");
+					memcpy(&dep, msg.data + 1, sizeof(dep));
 					me->state = PA_WORKER_WAITING;
-					for (i = 0; i < begin.ndeps; i++)
-						waited |= pa_wait_for_commit(begin.deps[i]);
-					if (waited)
+					if (pa_wait_for_commit(dep))
 						pg_atomic_fetch_add_u64(&my_sub->dependency_waits, 1);
 					me->state = PA_WORKER_APPLYING;
 					break;
@@ -192,16 +228,26 @@ worker_loop(void)
 			case PA_MSG_COMMIT:
 				{
 					PaMsgCommit commit;
+					XLogRecPtr	local_end;
 
 					if (txn == NULL)
 						elog(ERROR, "parallel_apply worker received COMMIT outside a transaction");
 					memcpy(&commit, msg.data + 1, sizeof(commit));
-					(void) pa_commit_in_order(txn, &commit);
+					local_end = pa_commit_in_order(txn, &commit);
 					pg_atomic_write_u64(&me->current_seq, 0);
 					pg_atomic_fetch_add_u64(&me->applied, 1);
 					pg_atomic_fetch_add_u64(&my_sub->txns_applied, 1);
 					pa_done_send(my_sub, txn);
 					txn = NULL;
+
+					/*
+					 * Durable apply: commits are asynchronous and flushed in
+					 * groups, by whichever worker runs out of work first.
+					 * The leader reports as flushed only what is.
+					 */
+					if (flush_commits && local_end != InvalidXLogRecPtr &&
+						!message_ready())
+						XLogFlush(local_end);
 					pa_errctx.remote_xid = InvalidTransactionId;
 					pa_errctx.finish_lsn = InvalidXLogRecPtr;
 					MemoryContextSwitchTo(TopMemoryContext);
@@ -247,7 +293,9 @@ pa_worker_main(Datum main_arg)
 	mysub = GetSubscription(my_args.subid, true);
 	if (mysub == NULL)
 		proc_exit(0);
-	SetConfigOption("synchronous_commit", mysub->synccommit, PGC_BACKEND, PGC_S_OVERRIDE);
+	/* commit asynchronously; flush in groups if the subscription asks */
+	flush_commits = (strcmp(mysub->synccommit, "off") != 0);
+	SetConfigOption("synchronous_commit", "off", PGC_BACKEND, PGC_S_OVERRIDE);
 	snprintf(origin_name, sizeof(origin_name), "pg_%u", my_args.subid);
 	originid = replorigin_by_name(origin_name, false);
 	CommitTransactionCommand();
