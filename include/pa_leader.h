@@ -34,6 +34,7 @@ typedef struct PaLeader
 	WalReceiverConn *conn;
 	XLogRecPtr	last_received;	/* highest LSN received from the publisher */
 	int			nworkers;
+	bool		started_serial; /* re-applying a failed window serially */
 	BackgroundWorkerHandle *handles[PA_MAX_WORKERS];
 } PaLeader;
 

@@ -33,6 +33,7 @@ typedef struct PaMsgBegin
 	TransactionId remote_xid;
 	XLogRecPtr	final_lsn;		/* remote commit LSN */
 	TimestampTz committime;
+	bool		skip;			/* ALTER SUBSCRIPTION ... SKIP names it */
 } PaMsgBegin;
 
 typedef struct PaMsgCommit

@@ -89,6 +89,7 @@ typedef struct PaWorker
 	struct __cds_wfcq_head qhead;	/* dispatch queue: leader -> worker */
 	struct cds_wfcq_tail qtail;
 	pg_atomic_uint64 current_seq;	/* seq being applied, 0 if none (worker) */
+	uint64		failed_seq;		/* seq it was applying when it failed */
 	pg_atomic_uint64 applied;	/* transactions committed (worker) */
 } PaWorker;
 

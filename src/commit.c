@@ -31,7 +31,15 @@
  */
 #include "postgres.h"
 
+#include "access/htup_details.h"
+#include "access/table.h"
 #include "access/xact.h"
+#include "catalog/indexing.h"
+#include "catalog/pg_subscription.h"
+#include "storage/lmgr.h"
+#include "utils/pg_lsn.h"
+#include "utils/snapmgr.h"
+#include "utils/syscache.h"
 #include "access/xlog.h"
 #include "miscadmin.h"
 #include "pa_commit.h"
@@ -169,4 +177,42 @@ pa_commit_abandon(void)
 		LockRelease(&tag, ExclusiveLock, true);
 		held_seq = 0;
 	}
+}
+
+/*
+ * ALTER SUBSCRIPTION ... SKIP: the skipped transaction's local commit clears
+ * subskiplsn, in the same commit that advances the origin past it, as the
+ * built-in worker does.  Runs inside the transaction the caller commits.
+ */
+void
+pa_clear_skip_lsn(Oid subid, XLogRecPtr finish_lsn)
+{
+	Relation	rel;
+	HeapTuple	tup;
+	Form_pg_subscription form;
+
+	PushActiveSnapshot(GetTransactionSnapshot());
+	LockSharedObject(SubscriptionRelationId, subid, 0, AccessShareLock);
+	rel = table_open(SubscriptionRelationId, RowExclusiveLock);
+	tup = SearchSysCacheCopy1(SUBSCRIPTIONOID, ObjectIdGetDatum(subid));
+	if (!HeapTupleIsValid(tup))
+		elog(ERROR, "cache lookup failed for subscription %u", subid);
+	form = (Form_pg_subscription) GETSTRUCT(tup);
+	if (form->subskiplsn == finish_lsn)
+	{
+		Datum		values[Natts_pg_subscription];
+		bool		nulls[Natts_pg_subscription];
+		bool		replaces[Natts_pg_subscription];
+
+		memset(values, 0, sizeof(values));
+		memset(nulls, false, sizeof(nulls));
+		memset(replaces, false, sizeof(replaces));
+		values[Anum_pg_subscription_subskiplsn - 1] = LSNGetDatum(InvalidXLogRecPtr);
+		replaces[Anum_pg_subscription_subskiplsn - 1] = true;
+		tup = heap_modify_tuple(tup, RelationGetDescr(rel), values, nulls, replaces);
+		CatalogTupleUpdate(rel, &tup->t_self, tup);
+	}
+	heap_freetuple(tup);
+	table_close(rel, NoLock);
+	PopActiveSnapshot();
 }

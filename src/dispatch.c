@@ -311,6 +311,8 @@ pa_dispatch_begin(TransactionId xid, XLogRecPtr final_lsn, TimestampTz committim
 	cur_begin.remote_xid = xid;
 	cur_begin.final_lsn = final_lsn;
 	cur_begin.committime = committime;
+	cur_begin.skip = (pa_leader.mysub->skiplsn != InvalidXLogRecPtr &&
+					  pa_leader.mysub->skiplsn == final_lsn);
 
 	pa_dep_set_committed(pg_atomic_read_u64(&sub->committed_seq));
 	pa_dep_begin(seq, &cur_deps);

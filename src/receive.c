@@ -124,6 +124,28 @@ check_subscription(void)
 	pa_leader.mysub = newsub;
 }
 
+/*
+ * disable_on_error: an error that reproduced in serial apply stops the
+ * engine for good: the subscription is detached and left disabled, as the
+ * built-in worker would leave it.  Attach it again (or enable it) once the
+ * cause is fixed.
+ */
+static void
+disable_on_error(void)
+{
+	char	   *marker = pa_attach_marker_name(pa_leader.sub->subid);
+
+	StartTransactionCommand();
+	replorigin_drop_by_name(marker, true, true);
+	CommitTransactionCommand();
+	pg_atomic_write_u64(&pa_leader.sub->serial_until, InvalidXLogRecPtr);
+	ereport(LOG,
+			(errmsg("subscription \"%s\" has been disabled because of an error",
+					pa_leader.mysub->name),
+			 errdetail("parallel_apply detached it; it stays disabled."),
+			 errhint("Fix the cause, then run parallel_apply.attach() or ALTER SUBSCRIPTION ... ENABLE.")));
+}
+
 static void
 check_workers(void)
 {
@@ -139,10 +161,13 @@ check_workers(void)
 
 		{
 			PaSub	   *sub = pa_leader.sub;
-			uint64		seq = pg_atomic_read_u64(&sub->workers[i].current_seq);
+			uint64		seq = sub->workers[i].failed_seq;
 			PaTxn	   *txn = &sub->txns[seq % PA_MAX_INFLIGHT];
 
 			pa_leader.handles[i] = NULL;
+
+			if (pa_leader.mysub->disableonerr && pa_leader.started_serial)
+				disable_on_error();
 
 			/*
 			 * Re-apply what was in flight serially, at once: an error that
@@ -160,7 +185,7 @@ check_workers(void)
 						(errcode(ERRCODE_INTERNAL_ERROR),
 						 errmsg("parallel_apply worker %d of subscription \"%s\" exited while applying remote transaction %u",
 								i + 1, pa_leader.mysub->name, txn->remote_xid),
-						 errdetail("The transaction's remote commit LSN is %X/%X; the worker's error is logged above.",
+						 errdetail("The transaction finished at %X/%X on the publisher; the worker's error is logged above.",
 								   LSN_FORMAT_ARGS(txn->end_lsn)),
 						 errhint("The engine re-applies the transactions in flight serially, from the subscription's replication origin.")));
 			ereport(ERROR,
@@ -483,9 +508,19 @@ leader_shutdown(int code, Datum arg)
 	PaSub	   *sub = pa_leader.sub;
 	int			i;
 
+	/*
+	 * After an error, stop the workers at once.  On a clean stop they see
+	 * their leader gone at their next wake-up and exit by themselves.
+	 */
 	for (i = 0; i < pa_leader.nworkers; i++)
-		if (pa_leader.handles[i])
+	{
+		Latch	   *latch = sub->workers[i].latch;
+
+		if (code != 0 && pa_leader.handles[i])
 			TerminateBackgroundWorker(pa_leader.handles[i]);
+		else if (latch)
+			SetLatch(latch);
+	}
 
 	if (pa_leader.conn)
 	{
@@ -497,6 +532,14 @@ leader_shutdown(int code, Datum arg)
 	sub->leader_latch = NULL;
 	pg_write_barrier();
 	sub->leader_pid = 0;
+	pg_memory_barrier();
+	for (i = 0; i < PA_MAX_WORKERS; i++)
+	{
+		Latch	   *latch = sub->workers[i].latch;
+
+		if (latch)
+			SetLatch(latch);
+	}
 	pa_wake_launcher();
 }
 
@@ -557,6 +600,8 @@ pa_leader_main(Datum main_arg)
 	CommitTransactionCommand();
 	origin_startpos = replorigin_get_progress(pa_leader.originid, false);
 
+	pa_leader.started_serial =
+		(pg_atomic_read_u64(&sub->serial_until) != InvalidXLogRecPtr);
 	pa_dispatch_init();
 	pa_decode_init();
 	start_workers();

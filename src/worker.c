@@ -83,6 +83,7 @@ worker_detach(int code, Datum arg)
 		if (txn->seq == seq)
 			pg_atomic_write_u32(&txn->lock_held, 0);
 	}
+	me->failed_seq = (code != 0) ? seq : 0;
 	pa_commit_abandon();
 	me->state = PA_WORKER_FREE;
 	me->latch = NULL;
@@ -162,6 +163,8 @@ worker_loop(void)
 {
 	MemoryContext MessageContext;
 	PaTxn	   *txn = NULL;
+	bool		skipping = false;
+	XLogRecPtr	finish_lsn = InvalidXLogRecPtr;
 	ErrorContextCallback errcallback;
 
 	MessageContext = AllocSetContextCreate(TopMemoryContext,
@@ -197,6 +200,12 @@ worker_loop(void)
 
 					pg_atomic_write_u64(&me->current_seq, begin.seq);
 					pa_commit_start(txn);
+					finish_lsn = begin.final_lsn;
+					skipping = begin.skip;
+					if (skipping)
+						ereport(LOG,
+								(errmsg("logical replication starts skipping transaction at LSN %X/%X",
+										LSN_FORMAT_ARGS(finish_lsn))));
 
 					me->state = PA_WORKER_APPLYING;
 					break;
@@ -207,6 +216,8 @@ worker_loop(void)
 
 					if (txn == NULL)
 						elog(ERROR, "parallel_apply worker received WAIT outside a transaction");
+					if (skipping)
+						break;
 					memcpy(&dep, msg.data + 1, sizeof(dep));
 					me->state = PA_WORKER_WAITING;
 					if (pa_wait_for_commit(dep))
@@ -220,6 +231,11 @@ worker_loop(void)
 
 					if (txn == NULL)
 						elog(ERROR, "parallel_apply worker received a change outside a transaction");
+					if (skipping && msg.data[1] != LOGICAL_REP_MSG_RELATION)
+					{
+						MemoryContextSwitchTo(old);
+						break;
+					}
 					pa_apply_message(&msg);
 					MemoryContextSwitchTo(old);
 					MemoryContextReset(MessageContext);
@@ -233,7 +249,18 @@ worker_loop(void)
 					if (txn == NULL)
 						elog(ERROR, "parallel_apply worker received COMMIT outside a transaction");
 					memcpy(&commit, msg.data + 1, sizeof(commit));
+					if (skipping)
+					{
+						if (!IsTransactionState())
+							StartTransactionCommand();
+						pa_clear_skip_lsn(my_args.subid, finish_lsn);
+					}
 					local_end = pa_commit_in_order(txn, &commit);
+					if (skipping)
+						ereport(LOG,
+								(errmsg("done skipping logical replication transaction finished at %X/%X",
+										LSN_FORMAT_ARGS(finish_lsn))));
+					skipping = false;
 					pg_atomic_write_u64(&me->current_seq, 0);
 					pg_atomic_fetch_add_u64(&me->applied, 1);
 					pg_atomic_fetch_add_u64(&my_sub->txns_applied, 1);
@@ -277,6 +304,7 @@ pa_worker_main(Datum main_arg)
 		elog(ERROR, "parallel_apply worker slot %d of subscription %u is already in use",
 			 my_args.worker + 1, my_args.subid);
 	me->latch = MyLatch;
+	me->failed_seq = 0;
 	me->state = PA_WORKER_IDLE;
 	pg_atomic_write_u64(&me->current_seq, 0);
 	pg_write_barrier();
