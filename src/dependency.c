@@ -98,7 +98,8 @@ typedef struct DepRel
 	DepCol	   *colinfo;		/* per remote column */
 	uint64		last_writer;
 	uint64		barrier;
-	MemoryContext cxt;			/* everything above but the hash entry */
+	MemoryContext cxt;			/* remote description */
+	MemoryContext rescxt;		/* what resolve_rel derived (child of cxt) */
 } DepRel;
 
 typedef struct KeyEntry
@@ -228,6 +229,7 @@ get_rel(LogicalRepRelId relid)
 		rel->barrier = 0;
 		rel->cxt = AllocSetContextCreate(DepContext, "parallel_apply dependency relation",
 										 ALLOCSET_SMALL_SIZES);
+		rel->rescxt = NULL;
 	}
 	return rel;
 }
@@ -243,7 +245,8 @@ pa_dep_relation(uint64 seq, LogicalRepRelId relid, const char *msg, int len,
 	if (rel->remote != NULL && !changed)
 		return;
 
-	MemoryContextReset(rel->cxt);
+	MemoryContextReset(rel->cxt);	/* also deletes rescxt */
+	rel->rescxt = NULL;
 	old = MemoryContextSwitchTo(rel->cxt);
 	s.data = (char *) msg;
 	s.len = len;
@@ -293,7 +296,12 @@ resolve_rel(DepRel *rel)
 	int			i;
 	bool		started = false;
 
-	old = MemoryContextSwitchTo(rel->cxt);
+	if (rel->rescxt == NULL)
+		rel->rescxt = AllocSetContextCreate(rel->cxt, "parallel_apply dependency keys",
+											ALLOCSET_SMALL_SIZES);
+	else
+		MemoryContextReset(rel->rescxt);
+	old = MemoryContextSwitchTo(rel->rescxt);
 	rel->table_level = false;
 	rel->nuniq = 0;
 	rel->uniq = NULL;
@@ -302,7 +310,7 @@ resolve_rel(DepRel *rel)
 	{
 		StartTransactionCommand();
 		started = true;
-		MemoryContextSwitchTo(rel->cxt);
+		MemoryContextSwitchTo(rel->rescxt);
 	}
 
 	/* the replica identity columns, as the publisher flagged them */
@@ -330,10 +338,10 @@ resolve_rel(DepRel *rel)
 		if (!OidIsValid(tce->hash_extended_proc))
 			continue;
 		getTypeInputInfo(typid, &func, &col->ioparam);
-		fmgr_info_cxt(func, &col->infunc, rel->cxt);
+		fmgr_info_cxt(func, &col->infunc, rel->rescxt);
 		getTypeBinaryInputInfo(typid, &func, &col->ioparam);
-		fmgr_info_cxt(func, &col->recvfunc, rel->cxt);
-		fmgr_info_copy(&col->hashfunc, &tce->hash_extended_proc_finfo, rel->cxt);
+		fmgr_info_cxt(func, &col->recvfunc, rel->rescxt);
+		fmgr_info_copy(&col->hashfunc, &tce->hash_extended_proc_finfo, rel->rescxt);
 		col->collation = InvalidOid;
 		col->typed = true;
 	}
