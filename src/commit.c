@@ -49,7 +49,6 @@
 
 static PaSub *my_sub = NULL;
 static RepOriginId my_origin = InvalidRepOriginId;
-static uint64 held_seq = 0;		/* seq whose commit lock we hold, or 0 */
 
 void
 pa_commit_init(PaSub *sub, RepOriginId originid)
@@ -73,7 +72,6 @@ pa_commit_start(PaTxn *txn)
 
 	set_tag(&tag, txn->seq);
 	(void) LockAcquire(&tag, ExclusiveLock, true, false);
-	held_seq = txn->seq;
 	pg_atomic_write_u32(&txn->lock_held, 1);
 	ConditionVariableBroadcast(&my_sub->cv);
 }
@@ -160,23 +158,8 @@ pa_commit_in_order(PaTxn *txn, const PaMsgCommit *commit)
 	set_tag(&tag, txn->seq);
 	pg_atomic_write_u32(&txn->lock_held, 0);
 	LockRelease(&tag, ExclusiveLock, true);
-	held_seq = 0;
 	ConditionVariableBroadcast(&my_sub->cv);
 	return local_end;
-}
-
-/* Error path: drop the origin session if we hold it (locks go at exit) */
-void
-pa_commit_abandon(void)
-{
-	if (held_seq != 0)
-	{
-		LOCKTAG		tag;
-
-		set_tag(&tag, held_seq);
-		LockRelease(&tag, ExclusiveLock, true);
-		held_seq = 0;
-	}
 }
 
 /*

@@ -70,12 +70,16 @@ message_ready(void)
 	return !cds_wfcq_empty(&me->qhead, &me->qtail);
 }
 
+/*
+ * Runs before PostgreSQL releases our locks at exit (registered after the
+ * connection, so before ShutdownPostgres): waiters must not take our
+ * commit-order lock, once released, for a commit that did not happen.
+ */
 static void
-worker_detach(int code, Datum arg)
+worker_before_exit(int code, Datum arg)
 {
 	uint64		seq = pg_atomic_read_u64(&me->current_seq);
 
-	/* waiters must not take our released lock for a commit */
 	if (seq != 0)
 	{
 		PaTxn	   *txn = &my_sub->txns[seq % PA_MAX_INFLIGHT];
@@ -84,10 +88,15 @@ worker_detach(int code, Datum arg)
 			pg_atomic_write_u32(&txn->lock_held, 0);
 	}
 	me->failed_seq = (code != 0) ? seq : 0;
-	pa_commit_abandon();
+	pg_atomic_write_u64(&me->current_seq, 0);
+}
+
+/* Last: free the worker slot and tell whoever waits for it */
+static void
+worker_detach(int code, Datum arg)
+{
 	me->state = PA_WORKER_FREE;
 	me->latch = NULL;
-	pg_atomic_write_u64(&me->current_seq, 0);
 	pg_write_barrier();
 	me->pid = 0;
 	ConditionVariableBroadcast(&my_sub->cv);
@@ -313,6 +322,7 @@ pa_worker_main(Datum main_arg)
 	check_leader();
 
 	BackgroundWorkerInitializeConnectionByOid(my_args.dbid, my_args.owner, 0);
+	before_shmem_exit(worker_before_exit, (Datum) 0);
 
 	SetConfigOption("session_replication_role", "replica", PGC_SUSET, PGC_S_OVERRIDE);
 	SetConfigOption("search_path", "", PGC_SUSET, PGC_S_OVERRIDE);
