@@ -41,6 +41,7 @@ REPEAT=1
 KEEP=0
 SHARED_BUFFERS=1GB
 QUEUE_MEMORY=""
+SUB_CONF=()
 PG_BIN="${PG_BIN:-/usr/lib/postgresql/15/bin}"
 TMP_PARENT="${TMPDIR:-/tmp}"
 PG_USER=postgres
@@ -74,6 +75,8 @@ parallel_apply with 1..N workers.  Builds throw-away clusters on 127.0.0.1.
   --jemalloc           run the subscriber with LD_PRELOAD=libjemalloc.so.2
                        (package libjemalloc2); rows are labelled "jemalloc"
   --queue-memory SIZE  set parallel_apply.queue_memory (default: the GUC's)
+  --sub-conf 'N = V'   extra postgresql.conf line for the subscriber, every mode
+                       (repeatable), e.g. --sub-conf 'deadlock_timeout = 100ms'
   --shared-buffers S   shared_buffers of both clusters (default $SHARED_BUFFERS)
   --pub-port P         publisher port (default $PUB_PORT)
   --sub-port P         subscriber port (default $SUB_PORT)
@@ -109,6 +112,7 @@ while [ $# -gt 0 ]; do
 		--out) OUT="$2"; shift 2 ;;
 		--jemalloc) JEMALLOC=1; shift ;;
 		--queue-memory) QUEUE_MEMORY="$2"; shift 2 ;;
+		--sub-conf) SUB_CONF+=("$2"); shift 2 ;;
 		--shared-buffers) SHARED_BUFFERS="$2"; shift 2 ;;
 		--pub-port) PUB_PORT="$2"; shift 2 ;;
 		--sub-port) SUB_PORT="$2"; shift 2 ;;
@@ -150,6 +154,9 @@ NEED_EXT=0
 for m in "${MODES[@]}"; do [ "${m%%:*}" = pa ] && NEED_EXT=1; done
 
 # -------------------------------------------------------------- environment --
+# libpq settings of the caller must not leak into the run.
+unset PGHOST PGHOSTADDR PGPORT PGDATABASE PGSERVICE PGOPTIONS PGPASSWORD PGPASSFILE PGAPPNAME PGSSLMODE
+export PGUSER=postgres	# the bootstrap superuser initdb creates (-U postgres)
 for b in initdb pg_ctl psql pgbench postgres; do
 	[ -x "$PG_BIN/$b" ] || die "$PG_BIN/$b not found (install postgresql-15, or --pg-bin)"
 done
@@ -179,6 +186,15 @@ if [ ! -f "$PKGLIBDIR/parallel_apply.so" ] || [ ! -f "$SHAREDIR/extension/parall
 	log "WARNING: parallel_apply is not installed: the built-in-only run goes WITHOUT shared_preload_libraries"
 	PRELOAD=0
 fi
+
+# Which build of the engine is measured: checksum of the installed library.
+so_md5() {
+	if [ "$PRELOAD" = 1 ] && [ -f "$PKGLIBDIR/parallel_apply.so" ]; then
+		md5sum "$PKGLIBDIR/parallel_apply.so" | cut -c1-12
+	else
+		echo "-"
+	fi
+}
 
 ALLOCATOR=glibc
 JEMALLOC_LIB=""
@@ -317,24 +333,30 @@ SELECT 'pgbench_history|' || coalesce(sum(n), 0) || '|' || coalesce(md5(string_a
 # would steal CPU from the apply on a small machine).
 WAITER_SQL="
 CREATE FUNCTION pa_bench_wait(p_slot name, p_target pg_lsn, p_timeout float8, p_poll float8)
-RETURNS TABLE (reached float8, confirmed pg_lsn, replay pg_lsn)
+RETURNS TABLE (reached float8, confirmed pg_lsn, replay pg_lsn, first_progress float8)
 LANGUAGE plpgsql AS \$\$
 DECLARE
     t_start timestamptz := clock_timestamp();
     t_note  timestamptz := clock_timestamp();
+    t_first float8;
+    c0 pg_lsn;
     c pg_lsn;
     r pg_lsn;
 BEGIN
+    SELECT s.confirmed_flush_lsn INTO c0 FROM pg_replication_slots s WHERE s.slot_name = p_slot;
     LOOP
         SELECT s.confirmed_flush_lsn INTO c FROM pg_replication_slots s WHERE s.slot_name = p_slot;
+        IF t_first IS NULL AND c IS NOT NULL AND (c0 IS NULL OR c > c0) THEN
+            t_first := extract(epoch FROM clock_timestamp());
+        END IF;
         IF c IS NOT NULL AND c >= p_target THEN
             SELECT w.replay_lsn INTO r FROM pg_stat_replication w WHERE w.application_name = p_slot;
-            RETURN QUERY SELECT extract(epoch FROM clock_timestamp())::float8, c, r;
+            RETURN QUERY SELECT extract(epoch FROM clock_timestamp())::float8, c, r, t_first;
             RETURN;
         END IF;
         IF clock_timestamp() - t_start > make_interval(secs => p_timeout) THEN
             SELECT w.replay_lsn INTO r FROM pg_stat_replication w WHERE w.application_name = p_slot;
-            RETURN QUERY SELECT NULL::float8, c, r;
+            RETURN QUERY SELECT NULL::float8, c, r, t_first;
             RETURN;
         END IF;
         IF clock_timestamp() - t_note >= interval '5 s' THEN
@@ -375,26 +397,61 @@ CPU_MODEL="$(awk -F': *' '/^model name/{print $2; exit}' /proc/cpuinfo)"
 	echo "memory:     $((MEM_KB / 1024 / 1024)) GiB ($MEM_KB kB)"
 	echo "postgres:   $PG_VERSION ($("$PG_BIN/pg_config" --version 2>/dev/null || echo '?'))"
 	echo "allocator:  $ALLOCATOR${JEMALLOC_LIB:+ ($JEMALLOC_LIB)}"
-	echo "command:    $0 ${ARGS_ORIG[*]:-}"
+	if [ "$PRELOAD" = 1 ]; then
+		echo "extension:  $PKGLIBDIR/parallel_apply.so md5 $(so_md5)... installed $(date -r "$PKGLIBDIR/parallel_apply.so" '+%Y-%m-%d %H:%M:%S')"
+	else
+		echo "extension:  not installed, not preloaded"
+	fi
+	echo "command:    $0${ARGS_ORIG[*]+ $(printf '%q ' "${ARGS_ORIG[@]}")}"
+	echo "clusters:   run as OS user $RUN_USER, on 127.0.0.1 ports $PUB_PORT (publisher) and $SUB_PORT (subscriber)"
 	echo "settings:   scale=$SCALE clients=$CLIENTS jobs=$JOBS txns=$TXNS ($TX_PER_CLIENT per client) script=$SCRIPT sync_commit=$SYNC_COMMIT"
 	echo "            shared_buffers=$SHARED_BUFFERS fsync=on max_wal_size=16GB preload=$PRELOAD${QUEUE_MEMORY:+ queue_memory=$QUEUE_MEMORY}"
 	echo "            modes=${MODES[*]} repeat=$REPEAT"
+	for c in ${SUB_CONF[@]+"${SUB_CONF[@]}"}; do echo "sub-conf:   $c"; done
 } >"$OUT/machine.txt"
 cat "$OUT/machine.txt" >&2
 
 CSV="$OUT/results.csv"
-echo "mode,workers,txns,seconds,rate,speedup_vs_builtin,sync_commit,script,scale,clients,allocator,run,status,load_tps" >"$CSV"
-RESULTS_FILE="$WORK/results.lst"	# lines "mode|workers|txns|seconds|rate|run|status|load_tps"
+echo "mode,workers,txns,seconds,rate,speedup_vs_builtin,sync_commit,script,scale,clients,allocator,run,status,load_tps,so_md5,first_progress_s,cpu_clusters_pct,cpu_other_pct" >"$CSV"
+RESULTS_FILE="$WORK/results.lst"	# lines "mode|workers|txns|seconds|rate|run|status|load_tps|so_md5|first_progress_s|cpu_clusters_pct|cpu_other_pct"
 : >"$RESULTS_FILE"
 FAILED=0
 record() { echo "$1" >>"$RESULTS_FILE"; }
+
+# CPU accounting during the catch-up, to tell a quiet machine from a busy one.
+CLK_TCK="$(getconf CLK_TCK)"
+NCPU="$(nproc)"
+machine_busy_ticks() {	# all CPUs: user+nice+system+irq+softirq+steal
+	awk '/^cpu / { print $2 + $3 + $4 + $7 + $8 + $9; exit }' /proc/stat
+}
+cluster_ticks() {	# utime+stime of both postmasters and their children
+	local pm pids=() p total=0 t
+	for pm in "$WORK/pub/postmaster.pid" "$WORK/sub/postmaster.pid"; do
+		[ -f "$pm" ] || continue
+		p="$(head -n 1 "$pm")"
+		pids+=("$p")
+		mapfile -t -O "${#pids[@]}" pids < <(pgrep -P "$p" || true)
+	done
+	for p in "${pids[@]}"; do
+		t="$(sed 's/^.*) //' "/proc/$p/stat" 2>/dev/null | awk '{ print $12 + $13 }')" || t=0
+		total=$((total + ${t:-0}))
+	done
+	echo "$total"
+}
+
+# Cancel the waiter's query on the publisher (its psql then exits).
+stop_waiter() {
+	pub "SELECT pg_cancel_backend(pid) FROM pg_stat_activity WHERE application_name = 'pa_bench_wait'" postgres >/dev/null 2>&1 ||
+		kill "$WAITER_PID" 2>/dev/null || true
+}
 
 # ------------------------------------------------------------- one mode run --
 run_mode() {	# run_mode MODE WORKERS RUN
 	local mode="$1" w="$2" run="$3"
 	local label="$mode${w:+-$w}-run$run"
 	[ "$mode" = builtin ] && label="builtin-run$run"
-	local status=ok seconds="" rate="" load_tps=""
+	local status=ok seconds="" rate="" load_tps="" build first_s="" cpu_ours="" cpu_other=""
+	build="$(so_md5)"
 
 	log "=== $label: fresh clusters"
 	rm -rf "$WORK/pub" "$WORK/sub" "$WORK/pub.log" "$WORK/sub.log"
@@ -405,6 +462,8 @@ run_mode() {	# run_mode MODE WORKERS RUN
 		echo "parallel_apply.workers = $w" >>"$WORK/sub/postgresql.conf"
 		[ -n "$QUEUE_MEMORY" ] && echo "parallel_apply.queue_memory = '$QUEUE_MEMORY'" >>"$WORK/sub/postgresql.conf"
 	fi
+	local c
+	for c in ${SUB_CONF[@]+"${SUB_CONF[@]}"}; do echo "$c" >>"$WORK/sub/postgresql.conf"; done
 	start_cluster pub || { record "$mode|$w|$TXNS|||$run|START_FAILED|"; return 1; }
 	start_cluster sub || { record "$mode|$w|$TXNS|||$run|START_FAILED|"; return 1; }
 
@@ -456,6 +515,7 @@ run_mode() {	# run_mode MODE WORKERS RUN
 		t=$((t + 1)); [ "$t" -gt 600 ] && { log "subscription did not stop"; record "$mode|$w|$TXNS|||$run|DISABLE_FAILED|"; return 1; }
 		sleep 0.1
 	done
+	local t_disabled=$SECONDS
 	sub "VACUUM ANALYZE"
 	pub "VACUUM ANALYZE"
 	pub "CHECKPOINT"; sub "CHECKPOINT"
@@ -477,6 +537,11 @@ run_mode() {	# run_mode MODE WORKERS RUN
 	log "load done: $done_tx transactions at $load_tps tx/s; backlog ${backlog_mb} MB of WAL, target LSN $target"
 	pub "CHECKPOINT"; sub "CHECKPOINT"
 
+	# PostgreSQL's launcher starts no apply worker within
+	# wal_retrieve_retry_interval (5 s) of its previous start; a short load
+	# must not make the built-in mode pay for that.  Same wait in every mode.
+	while [ $((SECONDS - t_disabled)) -lt 6 ]; do sleep 0.5; done
+
 	# Waiter first, then start applying.
 	as_pg "$PG_BIN/psql" -X -q -A -t -v ON_ERROR_STOP=1 -h "$SOCK" -p "$PUB_PORT" -d postgres \
 		-c "SET application_name = 'pa_bench_wait'" \
@@ -489,7 +554,8 @@ run_mode() {	# run_mode MODE WORKERS RUN
 		sleep 0.05
 	done
 
-	local t0 t1 start_err=""
+	local t0 start_err="" cpu0 ours0
+	cpu0="$(machine_busy_ticks)"; ours0="$(cluster_ticks)"
 	t0="$(date +%s.%N)"
 	if [ "$mode" = builtin ]; then
 		log "start applying: ALTER SUBSCRIPTION $SUBNAME ENABLE"
@@ -500,20 +566,53 @@ run_mode() {	# run_mode MODE WORKERS RUN
 	fi
 	if [ -n "$start_err" ]; then
 		log "starting the apply FAILED:"; cat "$WORK/start.err" >&2
-		kill "$WAITER_PID" 2>/dev/null || true; wait "$WAITER_PID" 2>/dev/null || true; WAITER_PID=""
+		stop_waiter; wait "$WAITER_PID" 2>/dev/null || true; WAITER_PID=""
 		status=START_FAILED
 	else
-		wait "$WAITER_PID" || true
+		# Wait for the waiter; meanwhile watch the subscriber log for crashes
+		# (a crashed subscriber would otherwise only show as a timeout).
+		local crash=""
+		local n=0
+		while kill -0 "$WAITER_PID" 2>/dev/null; do
+			if [ $((n % 5)) = 0 ]; then
+				crash="$(grep -m 3 -E 'terminated by signal|PANIC:|TRAP:' "$WORK/sub.log" || true)"
+				[ -n "$crash" ] && break
+			fi
+			n=$((n + 1))
+			sleep 0.2
+		done
+		# CPU accounting: as close to the end of the catch-up as we can see it
+		local cpu1 ours1 tcpu1
+		cpu1="$(machine_busy_ticks)"; ours1="$(cluster_ticks)"; tcpu1="$(date +%s.%N)"
+		if [ -n "$crash" ]; then
+			stop_waiter
+		fi
+		wait "$WAITER_PID" 2>/dev/null || true
 		WAITER_PID=""
 		local reached
-		reached="$(cut -d'|' -f1 "$WORK/wait.out" | head -n 1)"
-		if [ -z "$reached" ]; then
+		reached="$(head -n 1 "$WORK/wait.out" | cut -d'|' -f1)"
+		if [ -n "$crash" ]; then
+			status=CRASHED
+			log "CRASH: the subscriber crashed during catch-up; the run is void:"
+			echo "$crash" | sed 's/^/            /' >&2
+		elif [ -z "$reached" ]; then
 			status=TIMEOUT
 			log "TIMEOUT: not caught up after ${TIMEOUT}s (slot confirmed_flush|replay: $(cut -d'|' -f2,3 "$WORK/wait.out"), target $target)"
 		else
 			seconds="$(awk -v a="$reached" -v b="$t0" 'BEGIN { printf "%.3f", a - b }')"
 			rate="$(awk -v n="$done_tx" -v s="$seconds" 'BEGIN { printf "%.1f", (s > 0 ? n / s : 0) }')"
-			log "caught up: $done_tx transactions in $seconds s = $rate tx/s"
+			local first
+			read -r cpu_ours cpu_other < <(awk -v c="$((cpu1 - cpu0))" -v o="$((ours1 - ours0))" \
+				-v s="$(awk -v a="$tcpu1" -v b="$t0" 'BEGIN { print a - b }')" \
+				-v hz="$CLK_TCK" -v n="$NCPU" 'BEGIN { t = s * hz * n; if (t <= 0) t = 1;
+				oth = (c - o) / t * 100; if (oth < 0) oth = 0; printf "%.0f %.0f\n", o / t * 100, oth }')
+			first="$(head -n 1 "$WORK/wait.out" | cut -d'|' -f4)"
+			[ -n "$first" ] && first_s="$(awk -v a="$first" -v b="$t0" 'BEGIN { printf "%.2f", a - b }')"
+			log "caught up: $done_tx transactions in $seconds s = $rate tx/s (first progress after ${first_s:-?} s)"
+			log "CPU during the catch-up: both clusters ${cpu_ours}%, other processes ${cpu_other}% of $NCPU CPUs"
+			if [ "${cpu_other:-0}" -ge 10 ]; then
+				log "WARNING: other processes used ${cpu_other}% of the machine during this measurement: the figure is disturbed"
+			fi
 		fi
 	fi
 
@@ -528,18 +627,25 @@ run_mode() {	# run_mode MODE WORKERS RUN
 	fi
 
 	# Verify: same content on both sides.
-	if [ "$status" = ok ] || [ "$status" = TIMEOUT ]; then
-		pub "$HASH_SQL" >"$WORK/hash.pub" 2>&1 || true
-		sub "$HASH_SQL" >"$WORK/hash.sub" 2>&1 || true
-		if cmp -s "$WORK/hash.pub" "$WORK/hash.sub" && [ -s "$WORK/hash.pub" ]; then
+	if [ "$status" = ok ] || [ "$status" = TIMEOUT ] || [ "$status" = CRASHED ]; then
+		local herr=""
+		pub "$HASH_SQL" >"$WORK/hash.pub" 2>"$WORK/hash.err" || herr="publisher"
+		sub "$HASH_SQL" >"$WORK/hash.sub" 2>>"$WORK/hash.err" || herr="$herr subscriber"
+		if [ -n "$herr" ]; then
+			[ "$status" = ok ] && status=VERIFY_FAILED
+			log "verify: could not hash the tables on the $herr: $(head -n 2 "$WORK/hash.err" | tr '\n' ' ')"
+		elif cmp -s "$WORK/hash.pub" "$WORK/hash.sub" && [ -s "$WORK/hash.pub" ]; then
 			log "verify: all 4 tables equal ($(tr '\n' ' ' <"$WORK/hash.pub" | sed 's/|[0-9a-f]\{32\}//g'))"
+		elif [ "$status" != ok ]; then
+			log "verify: tables differ, as expected after a $status:"
+			diff "$WORK/hash.pub" "$WORK/hash.sub" | sed 's/^/            /' >&2 || true
 		else
-			[ "$status" = ok ] && status=MISMATCH
+			status=MISMATCH
 			{
 				echo "############################################################"
 				echo "### MISMATCH: subscriber differs from publisher ($label)"
 				echo "### table|rows|md5  publisher vs subscriber:"
-				diff "$WORK/hash.pub" "$WORK/hash.sub" | sed 's/^/###   /'
+				diff "$WORK/hash.pub" "$WORK/hash.sub" | sed 's/^/###   /' || true
 				echo "############################################################"
 			} >&2
 		fi
@@ -550,10 +656,13 @@ run_mode() {	# run_mode MODE WORKERS RUN
 	nerr="$(grep -cE '(ERROR|FATAL|PANIC|WARNING):|TRAP:|terminated by signal' "$WORK/sub.log" || true)"
 	if [ "${nerr:-0}" -gt 0 ]; then
 		log "subscriber log has $nerr ERROR/FATAL/PANIC/WARNING lines; first ones:"
-		grep -E '(ERROR|FATAL|PANIC|WARNING):|TRAP:|terminated by signal' "$WORK/sub.log" | head -n 8 | sed 's/^/            /' >&2
+		grep -E '(ERROR|FATAL|PANIC|WARNING):|TRAP:|terminated by signal' "$WORK/sub.log" | head -n 8 | sed 's/^/            /' >&2 || true
 	fi
 
-	record "$mode|$w|$done_tx|$seconds|$rate|$run|$status|$load_tps"
+	if [ "$(so_md5)" != "$build" ]; then
+		log "WARNING: $PKGLIBDIR/parallel_apply.so was replaced during this mode (make install elsewhere?); its checksum at the start was $build (running servers keep the library they loaded)"
+	fi
+	record "$mode|$w|$done_tx|$seconds|$rate|$run|$status|$load_tps|$build|$first_s|$cpu_ours|$cpu_other"
 	stop_cluster sub; stop_cluster pub
 	cp "$WORK/sub.log" "$OUT/logs/$label.sub.log" 2>/dev/null || true
 	cp "$WORK/pub.log" "$OUT/logs/$label.pub.log" 2>/dev/null || true
@@ -591,7 +700,6 @@ done
 
 # ------------------------------------------------------------------ report --
 builtin_rate() {	# builtin_rate RUN -> rate of the built-in mode in that run
-	local r
 	local m rate run st
 	while IFS='|' read -r m _ _ _ rate run st _; do
 		if [ "$m" = builtin ] && [ "$run" = "$1" ] && [ "$st" = ok ]; then echo "$rate"; return; fi
@@ -605,9 +713,9 @@ TABLE="$OUT/results.txt"
 	echo "machine: $(nproc) CPUs (${CPU_MODEL:-?}), $((MEM_KB / 1024 / 1024)) GiB RAM, $PG_VERSION, malloc: $ALLOCATOR"
 	echo "load:    pgbench $SCRIPT, scale $SCALE, $CLIENTS clients, $TXNS transactions; subscription synchronous_commit = $SYNC_COMMIT; fsync = on"
 	echo
-	printf '%-16s | %7s | %8s | %9s | %9s | %10s | %s\n' mode workers txns seconds "tx/s" "x built-in" status
-	printf '%s\n' "-----------------+---------+----------+-----------+-----------+------------+--------"
-	while IFS='|' read -r m w n s rate run st lt; do
+	printf '%-18s | %7s | %8s | %9s | %9s | %10s | %7s | %9s | %s\n' mode workers txns seconds "tx/s" "x built-in" "start s" "cpu/other" status
+	printf '%s\n' "-------------------+---------+----------+-----------+-----------+------------+---------+-----------+--------"
+	while IFS='|' read -r m w n s rate run st lt so fp co cx; do
 		b="$(builtin_rate "$run")"
 		sp=""
 		if [ -n "$b" ] && [ -n "$rate" ] && [ "$st" = ok ]; then
@@ -615,34 +723,43 @@ TABLE="$OUT/results.txt"
 		fi
 		name="$m"; [ "$m" = builtin ] && name="built-in" || name="parallel_apply"
 		[ "$REPEAT" -gt 1 ] && name="$name #$run"
-		printf '%-16s | %7s | %8s | %9s | %9s | %10s | %s\n' "$name" "${w:--}" "$n" "${s:--}" "${rate:--}" "${sp:+${sp}x}" "$st"
-		echo "$m,$w,$n,$s,$rate,$sp,$SYNC_COMMIT,$SCRIPT,$SCALE,$CLIENTS,$ALLOCATOR,$run,$st,$lt" >>"$CSV"
+		cpu="-"; [ -n "$co" ] && cpu="$co%/$cx%"
+		printf '%-18s | %7s | %8s | %9s | %9s | %10s | %7s | %9s | %s\n' "$name" "${w:--}" "$n" "${s:--}" "${rate:--}" "${sp:+${sp}x}" "${fp:--}" "$cpu" "$st"
+		echo "$m,$w,$n,$s,$rate,$sp,$SYNC_COMMIT,$SCRIPT,$SCALE,$CLIENTS,$ALLOCATOR,$run,$st,$lt,$so,$fp,$co,$cx" >>"$CSV"
 	done <"$RESULTS_FILE"
 	echo
 	echo "tx/s = pgbench transactions in the backlog / seconds from ENABLE (built-in) or attach()"
-	echo "(parallel_apply) until the publisher's slot confirmed_flush_lsn >= pg_current_wal_lsn() after the load."
+	echo "(parallel_apply) until the publisher's slot confirmed_flush_lsn >= pg_current_wal_lsn() after the load;"
+	echo "start s = seconds from ENABLE/attach() until the slot's confirmed_flush_lsn first moved (start-up included in seconds);"
+	echo "cpu/other = CPU used during the catch-up by both clusters / by everything else, in % of all $NCPU CPUs."
 } | tee "$TABLE"
 
 # Plot: rate vs workers, built-in as a horizontal line.
 if command -v gnuplot >/dev/null 2>&1; then
 	PA_DAT="$OUT/pa.dat"
+	PA_MEAN="$OUT/pa_mean.dat"
 	awk -F, 'NR > 1 && $1 == "pa" && $13 == "ok" { print $2, $5 }' "$CSV" >"$PA_DAT"
+	awk '{ s[$1] += $2; n[$1]++ } END { for (w in s) printf "%d %.1f\n", w, s[w] / n[w] }' "$PA_DAT" | sort -n >"$PA_MEAN"
 	B_AVG="$(awk -F, 'NR > 1 && $1 == "builtin" && $13 == "ok" { s += $5; n++ } END { if (n) printf "%.1f", s / n }' "$CSV")"
 	MAXW="$(awk 'BEGIN { m = 1 } $1 > m { m = $1 } END { print m }' "$PA_DAT")"
 	if [ -s "$PA_DAT" ] || [ -n "$B_AVG" ]; then
 		{
-			echo "set terminal pngcairo size 900,560 noenhanced"
+			echo "set terminal pngcairo size 900,600 noenhanced"
 			echo "set output '$OUT/rate_vs_workers.png'"
 			echo "set title 'Catch-up rate: pgbench $SCRIPT, scale $SCALE, $TXNS txns, sync_commit=$SYNC_COMMIT, $ALLOCATOR, $(nproc) CPUs'"
 			echo "set xlabel 'parallel_apply.workers'"
 			echo "set ylabel 'transactions applied per second'"
 			echo "set grid"
-			echo "set key bottom right"
+			echo "set key below"
+			echo "set bmargin 6"
 			echo "set yrange [0:*]"
 			echo "set xrange [0:$((MAXW + 1))]"
 			echo "set xtics 1"
 			plot=""
-			[ -s "$PA_DAT" ] && plot="'$PA_DAT' using 1:2 with linespoints lw 2 pt 7 title 'parallel_apply'"
+			if [ -s "$PA_DAT" ]; then
+				plot="'$PA_MEAN' using 1:2 with linespoints lw 2 pt 7 title 'parallel_apply'"
+				[ "$REPEAT" -gt 1 ] && plot="$plot, '$PA_DAT' using 1:2 with points pt 1 title 'parallel_apply (each run)'"
+			fi
 			if [ -n "$B_AVG" ]; then
 				[ -n "$plot" ] && plot="$plot, "
 				plot="$plot $B_AVG with lines dt 2 lw 2 title 'built-in apply ($B_AVG tx/s)'"

@@ -15,7 +15,8 @@
 extern void pa_commit_init(PaSub *sub, RepOriginId originid);
 extern void pa_commit_start(PaTxn *txn);
 extern bool pa_wait_for_commit(uint64 seq);
-extern XLogRecPtr pa_commit_in_order(PaTxn *txn, const PaMsgCommit *commit);
+extern XLogRecPtr pa_commit_group(uint64 first, uint64 last,
+								  const PaMsgCommit *commit);
 extern void pa_clear_skip_lsn(Oid subid, XLogRecPtr finish_lsn);
 
 #endif							/* PA_COMMIT_H */

@@ -41,7 +41,7 @@ typedef struct PaLeader
 extern PaLeader pa_leader;
 
 /* receive.c */
-extern void pa_leader_idle(void);
+extern void pa_leader_idle(bool for_chunk);
 extern void pa_leader_send_feedback(bool force, bool request_reply);
 
 /* decode.c */
@@ -59,6 +59,7 @@ extern void pa_dispatch_change(const char *msg, int len,
 extern void pa_dispatch_commit(XLogRecPtr commit_lsn, XLogRecPtr end_lsn,
 							   TimestampTz committime);
 extern bool pa_dispatch_process_completions(void);
+extern void pa_dispatch_flush(void);
 extern void pa_dispatch_positions(XLogRecPtr *applied, XLogRecPtr *flushed,
 								  bool *pending);
 

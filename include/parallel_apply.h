@@ -49,6 +49,7 @@ extern int	pa_queue_memory_kb;
 extern int	pa_max_subscriptions;
 extern int	pa_retry_interval_ms;
 extern int	pa_launcher_naptime_ms;
+extern int	pa_group_size;
 extern char *pa_database;
 
 /* A piece of the bounded queue memory: carries framed messages to a worker */
@@ -91,6 +92,7 @@ typedef struct PaWorker
 	pg_atomic_uint64 current_seq;	/* seq being applied, 0 if none (worker) */
 	uint64		failed_seq;		/* seq it was applying when it failed */
 	pg_atomic_uint64 applied;	/* transactions committed (worker) */
+	pg_atomic_uint32 sleeping;	/* waits for its queue: wake it (worker) */
 } PaWorker;
 
 typedef enum PaSubState

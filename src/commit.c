@@ -9,8 +9,9 @@
  * (MyDatabaseId, subid, seq, PA_LOCKTAG_COMMIT_ORDER).
  *
  * Invariants kept here:
- *	- commit order (1): a worker commits seq only once the watermark is
- *	  seq - 1, and advances it to seq only after its commit;
+ *	- commit order (1): a worker commits a group of consecutive
+ *	  transactions first..last only once the watermark is first - 1, and
+ *	  advances it to last only after its commit;
  *	- exactly once (2): the origin's LSN advances inside the same local
  *	  commit as the transaction's rows.  PG15 lets one process at a time own
  *	  an origin session, so the worker whose turn has come sets the session
@@ -107,8 +108,13 @@ pa_wait_for_commit(uint64 seq)
 
 		txn = &my_sub->txns[seq % PA_MAX_INFLIGHT];
 		pg_read_barrier();
+		/*
+		 * A lock wait resets our latch, which would swallow a condition
+		 * variable wake-up: leave the condition variable's list first.
+		 */
 		if (txn->seq == seq && pg_atomic_read_u32(&txn->lock_held))
 		{
+			ConditionVariableCancelSleep();
 			wait_on_lock(seq);
 			continue;
 		}
@@ -116,9 +122,12 @@ pa_wait_for_commit(uint64 seq)
 			pg_atomic_read_u64(&my_sub->workers[txn->worker].current_seq) : 0;
 		if (cur != 0 && cur < seq)
 		{
+			ConditionVariableCancelSleep();
 			wait_on_lock(cur);	/* its worker is busy with an earlier one */
 			continue;
 		}
+
+		/* first call only registers us; the loop then checks again */
 		ConditionVariableSleep(&my_sub->cv, PG_WAIT_EXTENSION);
 	}
 	ConditionVariableCancelSleep();
@@ -126,17 +135,20 @@ pa_wait_for_commit(uint64 seq)
 }
 
 /*
- * Commit the open local transaction (if any) as txn, in order, advancing
- * the origin in the same commit.  Returns the local commit's end LSN.
+ * Commit the open local transaction (if any), which holds the consecutive
+ * transactions first..last, in order: wait until first - 1 has committed,
+ * commit with the origin advanced to the end of last, then advance the
+ * watermark and release the commit-order locks.  Returns the local commit's
+ * end LSN.
  */
 XLogRecPtr
-pa_commit_in_order(PaTxn *txn, const PaMsgCommit *commit)
+pa_commit_group(uint64 first, uint64 last, const PaMsgCommit *commit)
 {
 	XLogRecPtr	local_end = InvalidXLogRecPtr;
-	LOCKTAG		tag;
+	uint64		seq;
 
-	if (txn->seq > 1)
-		(void) pa_wait_for_commit(txn->seq - 1);
+	if (first > 1)
+		(void) pa_wait_for_commit(first - 1);
 
 	if (IsTransactionState())
 	{
@@ -151,13 +163,19 @@ pa_commit_in_order(PaTxn *txn, const PaMsgCommit *commit)
 		pgstat_report_stat(false);
 	}
 
-	txn->local_end = local_end;
+	for (seq = first; seq <= last; seq++)
+		my_sub->txns[seq % PA_MAX_INFLIGHT].local_end = local_end;
 	pg_write_barrier();
-	pg_atomic_write_u64(&my_sub->committed_seq, txn->seq);
+	pg_atomic_write_u64(&my_sub->committed_seq, last);
 
-	set_tag(&tag, txn->seq);
-	pg_atomic_write_u32(&txn->lock_held, 0);
-	LockRelease(&tag, ExclusiveLock, true);
+	for (seq = first; seq <= last; seq++)
+	{
+		LOCKTAG		tag;
+
+		set_tag(&tag, seq);
+		pg_atomic_write_u32(&my_sub->txns[seq % PA_MAX_INFLIGHT].lock_held, 0);
+		LockRelease(&tag, ExclusiveLock, true);
+	}
 	ConditionVariableBroadcast(&my_sub->cv);
 	return local_end;
 }

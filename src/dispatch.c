@@ -138,14 +138,7 @@ get_chunk(void)
 
 		if (chunk)
 			return chunk;
-		pg_atomic_write_u32(&sub->leader_waiting, 1);
-		pg_memory_barrier();
-		chunk = pa_chunk_get(sub);
-		if (chunk == NULL)
-			pa_leader_idle();
-		pg_atomic_write_u32(&sub->leader_waiting, 0);
-		if (chunk)
-			return chunk;
+		pa_leader_idle(true);
 	}
 }
 
@@ -182,39 +175,75 @@ write_frame(int w, char kind, const void *payload, Size len)
 	write_bytes(w, payload, len);
 }
 
-static void
-flush_worker(int w)
+/*
+ * Hand every partly filled chunk to its worker.  Called when the leader has
+ * read all the publisher sent so far and before it waits for anything, so
+ * that a worker never waits for bytes the leader holds.
+ */
+void
+pa_dispatch_flush(void)
 {
-	if (open_chunk[w] != NULL && open_chunk[w]->len > 0)
+	int			w;
+
+	for (w = 0; w < pa_leader.nworkers; w++)
 	{
-		pa_chunk_send(pa_leader.sub, w, open_chunk[w]);
-		open_chunk[w] = NULL;
+		if (open_chunk[w] != NULL && open_chunk[w]->len > 0)
+		{
+			pa_chunk_send(pa_leader.sub, w, open_chunk[w]);
+			open_chunk[w] = NULL;
+		}
 	}
 }
 
+/* The worker of transaction seq if it is still in flight, else -1 */
+static int
+worker_of(uint64 seq)
+{
+	PaTxn	   *t;
+
+	if (seq == 0 || fifo[seq % PA_FIFO_SIZE].done)
+		return -1;
+	t = &pa_leader.sub->txns[seq % PA_MAX_INFLIGHT];
+	return t->seq == seq ? t->worker : -1;
+}
+
 /*
- * Where a transaction goes: behind its only uncommitted predecessor, or to
- * the least-loaded worker (ties go to the lowest-numbered one).
+ * Where a transaction goes:
+ *	- behind its predecessor in commit order while that one is in flight
+ *	  and the run given to its worker is shorter than
+ *	  parallel_apply.group_size, so that the worker can commit the run as
+ *	  one group and no commit waits for another process;
+ *	- otherwise behind its latest uncommitted dependency, where it can
+ *	  never wait;
+ *	- otherwise to the least-loaded worker (ties: lowest number).
  */
 static int
 choose_worker(void)
 {
-	int			best = 0;
+	static int	run_worker = -1;
+	static int	run_length = 0;
+	int			prev = worker_of(cur_seq - 1);
+	int			best;
 	int			i;
 
-	if (cur_deps.ndistinct == 1)
+	if (prev >= 0 && prev == run_worker && run_length < pa_group_size)
 	{
-		uint64		dep = cur_deps.first;
-		PaTxn	   *t = &pa_leader.sub->txns[dep % PA_MAX_INFLIGHT];
+		run_length++;
+		return prev;
+	}
 
-		if (t->seq == dep && !fifo[dep % PA_FIFO_SIZE].done)
-			return t->worker;
-	}
-	for (i = 1; i < pa_leader.nworkers; i++)
+	best = worker_of(cur_deps.max);
+	if (best < 0)
 	{
-		if (inflight[i] < inflight[best])
-			best = i;
+		best = 0;
+		for (i = 1; i < pa_leader.nworkers; i++)
+		{
+			if (inflight[i] < inflight[best])
+				best = i;
+		}
 	}
+	run_worker = best;
+	run_length = 1;
 	return best;
 }
 
@@ -285,7 +314,7 @@ pa_dispatch_begin(TransactionId xid, XLogRecPtr final_lsn, TimestampTz committim
 		if (next_seq <= done_upto + PA_MAX_INFLIGHT &&
 			next_seq <= flushed_upto + PA_FIFO_SIZE)
 			break;
-		pa_leader_idle();
+		pa_leader_idle(false);
 	}
 
 	seq = next_seq++;
@@ -427,7 +456,6 @@ pa_dispatch_commit(XLogRecPtr commit_lsn, XLogRecPtr end_lsn, TimestampTz commit
 	msg.end_lsn = end_lsn;
 	msg.committime = committime;
 	write_frame(cur_worker, PA_MSG_COMMIT, &msg, sizeof(msg));
-	flush_worker(cur_worker);
 	cur_seq = 0;
 }
 

@@ -29,6 +29,7 @@
 #include "access/table.h"
 #include "access/tableam.h"
 #include "access/xact.h"
+#include "catalog/pg_replication_origin.h"
 #include "catalog/pg_subscription.h"
 #include "miscadmin.h"
 #include "parallel_apply.h"
@@ -40,7 +41,9 @@
 #include "storage/latch.h"
 #include "storage/proc.h"
 #include "tcop/tcopprot.h"
+#include "utils/builtins.h"
 #include "utils/memutils.h"
+#include "utils/snapmgr.h"
 #include "utils/timestamp.h"
 
 typedef struct LauncherSlot
@@ -94,22 +97,48 @@ pa_launcher_register(void)
 	RegisterBackgroundWorker(&bgw);
 }
 
-/* Read every attached subscription from the shared catalogs */
+/*
+ * Read every attached subscription from the shared catalogs.  attach and
+ * detach wake us from their commit callback, before their catalog cache
+ * invalidations are sent, so both catalogs are read with a fresh snapshot
+ * rather than through the caches.
+ */
 static List *
 scan_attached(void)
 {
 	List	   *result = NIL;
+	List	   *markers = NIL;
 	Relation	rel;
 	TableScanDesc scan;
 	HeapTuple	tup;
+	Snapshot	snap = RegisterSnapshot(GetLatestSnapshot());
+
+	rel = table_open(ReplicationOriginRelationId, AccessShareLock);
+	scan = table_beginscan(rel, snap, 0, NULL);
+	while ((tup = heap_getnext(scan, ForwardScanDirection)) != NULL)
+	{
+		bool		isnull;
+		Datum		d = heap_getattr(tup, Anum_pg_replication_origin_roname,
+									 RelationGetDescr(rel), &isnull);
+		Oid			subid;
+		char	   *name;
+
+		if (isnull)
+			continue;
+		name = TextDatumGetCString(d);
+		if (sscanf(name, PA_ATTACH_MARKER_FMT, &subid) == 1)
+			markers = lappend_oid(markers, subid);
+	}
+	table_endscan(scan);
+	table_close(rel, AccessShareLock);
 
 	rel = table_open(SubscriptionRelationId, AccessShareLock);
-	scan = table_beginscan_catalog(rel, 0, NULL);
+	scan = table_beginscan(rel, snap, 0, NULL);
 	while ((tup = heap_getnext(scan, ForwardScanDirection)) != NULL)
 	{
 		Form_pg_subscription form = (Form_pg_subscription) GETSTRUCT(tup);
 
-		if (pa_subscription_is_attached(form->oid))
+		if (list_member_oid(markers, form->oid))
 		{
 			AttachedSub *a = palloc(sizeof(AttachedSub));
 
@@ -122,6 +151,7 @@ scan_attached(void)
 	}
 	table_endscan(scan);
 	table_close(rel, AccessShareLock);
+	UnregisterSnapshot(snap);
 	return result;
 }
 

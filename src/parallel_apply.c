@@ -31,6 +31,7 @@ int			pa_queue_memory_kb = 16 * 1024;
 int			pa_max_subscriptions = 4;
 int			pa_retry_interval_ms = 5000;
 int			pa_launcher_naptime_ms = 10000;
+int			pa_group_size = 32;
 char	   *pa_database = NULL;
 
 bool		pa_preloaded = false;
@@ -104,6 +105,7 @@ pa_shmem_startup(void)
 			{
 				pg_atomic_init_u64(&sub->workers[j].current_seq, 0);
 				pg_atomic_init_u64(&sub->workers[j].applied, 0);
+				pg_atomic_init_u32(&sub->workers[j].sleeping, 0);
 			}
 			for (j = 0; j < PA_MAX_INFLIGHT; j++)
 				pg_atomic_init_u32(&sub->txns[j].lock_held, 0);
@@ -159,6 +161,11 @@ _PG_init(void)
 							"Number of apply workers per attached subscription.",
 							"Takes effect when the engine of a subscription (re)starts.",
 							&pa_workers, 4, 1, PA_MAX_WORKERS,
+							PGC_SIGHUP, 0, NULL, NULL, NULL);
+	DefineCustomIntVariable("parallel_apply.group_size",
+							"Maximum number of consecutive remote transactions a worker commits together.",
+							"A worker applies the next transaction in commit order in the same local transaction when it is already queued for it; 1 commits every transaction on its own.",
+							&pa_group_size, 32, 1, 1024,
 							PGC_SIGHUP, 0, NULL, NULL, NULL);
 	DefineCustomIntVariable("parallel_apply.queue_memory",
 							"Shared memory for queued changes, per attached subscription.",

@@ -94,9 +94,13 @@ pa_chunk_send(PaSub *sub, int worker, PaChunk *chunk)
 	Latch	   *latch;
 
 	cds_wfcq_enqueue(&w->qhead, &w->qtail, &chunk->node);
-	latch = w->latch;
-	if (latch)
-		SetLatch(latch);
+	pg_memory_barrier();
+	if (pg_atomic_read_u32(&w->sleeping))
+	{
+		latch = w->latch;
+		if (latch)
+			SetLatch(latch);
+	}
 }
 
 /* Worker: next chunk of its dispatch queue, or NULL */
@@ -125,17 +129,24 @@ pa_chunk_put(PaSub *sub, PaChunk *chunk)
 	}
 }
 
-/* Worker: report a committed transaction to the leader */
+/*
+ * Worker: report a committed transaction to the leader.  The leader is woken
+ * only if it waits for room; otherwise it drains completions when it next
+ * wakes (and a worker that runs out of work wakes it).
+ */
 void
 pa_done_send(PaSub *sub, PaTxn *txn)
 {
-	Latch	   *latch;
-
 	cds_wfcq_node_init(&txn->done_node);
 	cds_wfcq_enqueue(&sub->done_head, &sub->done_tail, &txn->done_node);
-	latch = sub->leader_latch;
-	if (latch)
-		SetLatch(latch);
+	pg_memory_barrier();
+	if (pg_atomic_read_u32(&sub->leader_waiting))
+	{
+		Latch	   *latch = sub->leader_latch;
+
+		if (latch)
+			SetLatch(latch);
+	}
 }
 
 /* Leader: next completed transaction, or NULL */

@@ -71,6 +71,7 @@ leader_step_aside(const char *why)
 	ereport(LOG,
 			(errmsg("parallel_apply leader for subscription \"%s\" is stopping: %s",
 					pa_leader.mysub ? pa_leader.mysub->name : "?", why)));
+	pa_leader.sub->restart_now = true;	/* if it should run, at once */
 	proc_exit(0);
 }
 
@@ -296,20 +297,30 @@ periodic_checks(void)
 }
 
 /*
- * Wait while queue memory is full or the in-flight window is exhausted:
+ * Wait while queue memory is full (for_chunk) or the in-flight window is
+ * exhausted:
  * process completions, keep the connection alive with status updates, but
  * do not read from it.  Returns after one wait; the caller re-checks.
  */
 void
-pa_leader_idle(void)
+pa_leader_idle(bool for_chunk)
 {
+	PaSub	   *sub = pa_leader.sub;
+
 	periodic_checks();
+	pa_dispatch_flush();
 	pa_dispatch_process_completions();
 	pa_leader_send_feedback(false, false);
 
-	(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
-					 1000L, PG_WAIT_EXTENSION);
+	/* workers wake us when they free a chunk or complete a transaction */
+	pg_atomic_write_u32(&sub->leader_waiting, 1);
+	pg_memory_barrier();
+	if (for_chunk ? cds_wfcq_empty(&sub->free_head, &sub->free_tail) :
+		cds_wfcq_empty(&sub->done_head, &sub->done_tail))
+		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+						 1000L, PG_WAIT_EXTENSION);
 	ResetLatch(MyLatch);
+	pg_atomic_write_u32(&sub->leader_waiting, 0);
 
 	/* not reading is our choice: it must not count as a silent publisher */
 	last_recv_time = GetCurrentTimestamp();
@@ -471,6 +482,7 @@ leader_loop(void)
 		}
 		MemoryContextSwitchTo(TopMemoryContext);
 
+		pa_dispatch_flush();
 		pa_dispatch_process_completions();
 		pa_leader_send_feedback(false, false);
 

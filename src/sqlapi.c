@@ -69,9 +69,14 @@ pa_xact_callback(XactEvent event, void *arg)
 		event != XACT_EVENT_PARALLEL_COMMIT && event != XACT_EVENT_PARALLEL_ABORT)
 		return;
 
-	if (event == XACT_EVENT_ABORT || event == XACT_EVENT_PARALLEL_ABORT)
+	/*
+	 * The stop request ends with the transaction: after a commit the
+	 * subscription is detached or dropped, and the launcher, which starts
+	 * leaders only for attached subscriptions, releases the slot; after an
+	 * abort it stays attached and the engine runs again.
+	 */
+	if (stopping_subs != NIL)
 	{
-		/* the subscription stays attached: let the engine run again */
 		LWLockAcquire(pa_shared->lock, LW_EXCLUSIVE);
 		foreach(lc, stopping_subs)
 		{

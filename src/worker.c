@@ -2,25 +2,33 @@
  *
  * worker.c
  *	  An apply worker: reads the transactions the leader gave it from its
- *	  dispatch queue and applies them, one at a time, committing each in the
- *	  publisher's order.
+ *	  dispatch queue, applies them, and commits them in the publisher's
+ *	  order.
  *
  * Owns: the worker's process lifetime, reassembly of framed messages from
  * chunks (returning each chunk to the pool as soon as it is copied), and
- * the sequence of one transaction: BEGIN (take the commit-order lock, wait
- * for the dependencies the leader named), changes (src/apply.c), COMMIT
- * (src/commit.c), completion report to the leader.
+ * the sequence of a transaction: BEGIN (take its commit-order lock), WAIT
+ * (for a predecessor's commit), changes (src/apply.c), COMMIT (src/commit.c),
+ * completion report to the leader.
+ *
+ * Commit groups: when the next transaction in the queue is already there
+ * and is the very next one in commit order (the leader gives runs of
+ * consecutive transactions to one worker), the worker applies it in the
+ * same local transaction instead of committing, up to
+ * parallel_apply.group_size transactions.  The group commits once, in
+ * order, with the origin advanced to the end of its last transaction, so a
+ * reader sees the state after that transaction, which the publisher had;
+ * commit and hand-over costs are paid once per group.
  *
  * Invariants kept here:
  *	- the worker runs as the subscription owner with
- *	  session_replication_role = replica and search_path = '', and with the
- *	  subscription's synchronous_commit;
- *	- it never applies a change of a transaction before the transactions it
- *	  depends on have committed, and every such wait is a heavyweight-lock
- *	  wait (commit.c);
+ *	  session_replication_role = replica and search_path = '';
+ *	- it never applies a change before the transactions the leader said it
+ *	  depends on have committed (or are in its own open group), and every
+ *	  such wait is a heavyweight-lock wait (commit.c);
  *	- any error ends the process: the leader notices, stops the engine, and
- *	  the launcher restarts it from the origin, so a half-applied window is
- *	  never committed (invariant 4);
+ *	  the window is re-applied serially from the origin, so a half-applied
+ *	  group is never committed (invariant 4);
  *	- the worker exits by itself when its leader is gone.
  *
  *-------------------------------------------------------------------------
@@ -52,23 +60,6 @@ static PaWorker *me;
 static StringInfoData inbuf;
 static char origin_name[NAMEDATALEN];
 static bool flush_commits = false;	/* subscription asks for durability */
-
-/* Is a whole message already here, or a chunk waiting in the queue? */
-static bool
-message_ready(void)
-{
-	int			avail = inbuf.len - inbuf.cursor;
-
-	if (avail >= (int) sizeof(uint32))
-	{
-		uint32		len;
-
-		memcpy(&len, inbuf.data + inbuf.cursor, sizeof(len));
-		if (avail >= (int) (sizeof(uint32) + len))
-			return true;
-	}
-	return !cds_wfcq_empty(&me->qhead, &me->qtail);
-}
 
 /*
  * Runs before PostgreSQL releases our locks at exit (registered after the
@@ -112,9 +103,12 @@ check_leader(void)
 		proc_exit(0);			/* our leader is gone; so are we */
 }
 
-/* The next framed message; its bytes stay valid until the next call */
-static void
-next_message(StringInfo msg)
+/*
+ * Take every chunk already queued for us (without waiting) into inbuf.
+ * Returns true if a whole message is there.
+ */
+static bool
+fill_inbuf(void)
 {
 	for (;;)
 	{
@@ -127,14 +121,7 @@ next_message(StringInfo msg)
 
 			memcpy(&len, inbuf.data + inbuf.cursor, sizeof(len));
 			if (avail >= (int) (sizeof(uint32) + len))
-			{
-				msg->data = inbuf.data + inbuf.cursor + sizeof(uint32);
-				msg->len = len;
-				msg->maxlen = -1;
-				msg->cursor = 0;
-				inbuf.cursor += sizeof(uint32) + len;
-				return;
-			}
+				return true;
 		}
 
 		/* need more bytes: compact, then take the next chunk */
@@ -146,17 +133,61 @@ next_message(StringInfo msg)
 			inbuf.data[avail] = '\0';
 		}
 		chunk = pa_chunk_receive(my_sub, my_args.worker);
-		if (chunk != NULL)
+		if (chunk == NULL)
+			return false;
+		appendBinaryStringInfo(&inbuf, chunk->data, chunk->len);
+		pa_chunk_put(my_sub, chunk);
+	}
+}
+
+/* The kind of the next message and, for BEGIN, its header; no waiting */
+static char
+peek_message(PaMsgBegin *begin)
+{
+	char		kind;
+
+	if (!fill_inbuf())
+		return 0;
+	kind = inbuf.data[inbuf.cursor + sizeof(uint32)];
+	if (kind == PA_MSG_BEGIN && begin != NULL)
+		memcpy(begin, inbuf.data + inbuf.cursor + sizeof(uint32) + 1,
+			   sizeof(PaMsgBegin));
+	return kind;
+}
+
+/* The next framed message; its bytes stay valid until the next call */
+static void
+next_message(StringInfo msg)
+{
+	for (;;)
+	{
+		if (fill_inbuf())
 		{
-			appendBinaryStringInfo(&inbuf, chunk->data, chunk->len);
-			pa_chunk_put(my_sub, chunk);
-			continue;
+			uint32		len;
+
+			memcpy(&len, inbuf.data + inbuf.cursor, sizeof(len));
+			msg->data = inbuf.data + inbuf.cursor + sizeof(uint32);
+			msg->len = len;
+			msg->maxlen = -1;
+			msg->cursor = 0;
+			inbuf.cursor += sizeof(uint32) + len;
+			return;
 		}
 
+		/* tell the leader to wake us, check once more, then sleep */
 		me->state = PA_WORKER_IDLE;
-		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
-						 1000L, PG_WAIT_EXTENSION);
-		ResetLatch(MyLatch);
+		pg_atomic_write_u32(&me->sleeping, 1);
+		pg_memory_barrier();
+		if (!fill_inbuf())
+		{
+			/* going idle: let the leader see our completions now */
+			if (my_sub->leader_latch)
+				SetLatch(my_sub->leader_latch);
+			(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+							 1000L, PG_WAIT_EXTENSION);
+			ResetLatch(MyLatch);
+		}
+		pg_atomic_write_u32(&me->sleeping, 0);
 		CHECK_FOR_INTERRUPTS();
 		check_leader();
 		if (ConfigReloadPending)
@@ -165,6 +196,38 @@ next_message(StringInfo msg)
 			ProcessConfigFile(PGC_SIGHUP);
 		}
 	}
+}
+
+/*
+ * The open commit group: consecutive transactions first..last applied in
+ * the current local transaction, not committed yet.
+ */
+static uint64 group_first = 0;
+static uint64 group_last = 0;
+
+/* Commit the open group in order and report each of its transactions */
+static void
+commit_group(const PaMsgCommit *commit)
+{
+	XLogRecPtr	local_end;
+	uint64		seq;
+	uint64		n = group_last - group_first + 1;
+
+	local_end = pa_commit_group(group_first, group_last, commit);
+	for (seq = group_first; seq <= group_last; seq++)
+		pa_done_send(my_sub, &my_sub->txns[seq % PA_MAX_INFLIGHT]);
+	pg_atomic_fetch_add_u64(&me->applied, n);
+	pg_atomic_fetch_add_u64(&my_sub->txns_applied, n);
+	pg_atomic_write_u64(&me->current_seq, 0);
+	group_first = group_last = 0;
+
+	/*
+	 * Durable apply: commits are asynchronous and flushed in groups, by
+	 * whichever worker runs out of work first.  The leader reports as
+	 * flushed only what is.
+	 */
+	if (flush_commits && local_end != InvalidXLogRecPtr && peek_message(NULL) == 0)
+		XLogFlush(local_end);
 }
 
 static void
@@ -209,13 +272,15 @@ worker_loop(void)
 
 					pg_atomic_write_u64(&me->current_seq, begin.seq);
 					pa_commit_start(txn);
+					if (group_first == 0)
+						group_first = begin.seq;
+					group_last = begin.seq;
 					finish_lsn = begin.final_lsn;
 					skipping = begin.skip;
 					if (skipping)
 						ereport(LOG,
 								(errmsg("logical replication starts skipping transaction at LSN %X/%X",
 										LSN_FORMAT_ARGS(finish_lsn))));
-
 					me->state = PA_WORKER_APPLYING;
 					break;
 				}
@@ -225,9 +290,9 @@ worker_loop(void)
 
 					if (txn == NULL)
 						elog(ERROR, "parallel_apply worker received WAIT outside a transaction");
-					if (skipping)
-						break;
 					memcpy(&dep, msg.data + 1, sizeof(dep));
+					if (skipping || dep >= group_first)
+						break;	/* nothing to apply, or in our own group */
 					me->state = PA_WORKER_WAITING;
 					if (pa_wait_for_commit(dep))
 						pg_atomic_fetch_add_u64(&my_sub->dependency_waits, 1);
@@ -253,7 +318,8 @@ worker_loop(void)
 			case PA_MSG_COMMIT:
 				{
 					PaMsgCommit commit;
-					XLogRecPtr	local_end;
+					PaMsgBegin	next;
+					bool		was_skipping = skipping;
 
 					if (txn == NULL)
 						elog(ERROR, "parallel_apply worker received COMMIT outside a transaction");
@@ -264,26 +330,24 @@ worker_loop(void)
 							StartTransactionCommand();
 						pa_clear_skip_lsn(my_args.subid, finish_lsn);
 					}
-					local_end = pa_commit_in_order(txn, &commit);
-					if (skipping)
-						ereport(LOG,
-								(errmsg("done skipping logical replication transaction finished at %X/%X",
-										LSN_FORMAT_ARGS(finish_lsn))));
 					skipping = false;
-					pg_atomic_write_u64(&me->current_seq, 0);
-					pg_atomic_fetch_add_u64(&me->applied, 1);
-					pg_atomic_fetch_add_u64(&my_sub->txns_applied, 1);
-					pa_done_send(my_sub, txn);
 					txn = NULL;
 
 					/*
-					 * Durable apply: commits are asynchronous and flushed in
-					 * groups, by whichever worker runs out of work first.
-					 * The leader reports as flushed only what is.
+					 * Go on in the same local transaction if the next one in
+					 * commit order is already here (and is not to be
+					 * skipped); otherwise commit the group.
 					 */
-					if (flush_commits && local_end != InvalidXLogRecPtr &&
-						!message_ready())
-						XLogFlush(local_end);
+					if (was_skipping ||
+						group_last - group_first + 1 >= (uint64) pa_group_size ||
+						peek_message(&next) != PA_MSG_BEGIN ||
+						next.seq != group_last + 1 || next.skip)
+						commit_group(&commit);
+
+					if (was_skipping)
+						ereport(LOG,
+								(errmsg("done skipping logical replication transaction finished at %X/%X",
+										LSN_FORMAT_ARGS(finish_lsn))));
 					pa_errctx.remote_xid = InvalidTransactionId;
 					pa_errctx.finish_lsn = InvalidXLogRecPtr;
 					MemoryContextSwitchTo(TopMemoryContext);
