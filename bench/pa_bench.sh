@@ -629,8 +629,11 @@ run_mode() {	# run_mode MODE WORKERS RUN
 	# Verify: same content on both sides.
 	if [ "$status" = ok ] || [ "$status" = TIMEOUT ] || [ "$status" = CRASHED ]; then
 		local herr=""
-		pub "$HASH_SQL" >"$WORK/hash.pub" 2>"$WORK/hash.err" || herr="publisher"
-		sub "$HASH_SQL" >"$WORK/hash.sub" 2>>"$WORK/hash.err" || herr="$herr subscriber"
+		# one line per table; the statement's output order is not fixed
+		pub "$HASH_SQL" >"$WORK/hash.pub.raw" 2>"$WORK/hash.err" || herr="publisher"
+		sub "$HASH_SQL" >"$WORK/hash.sub.raw" 2>>"$WORK/hash.err" || herr="$herr subscriber"
+		sort "$WORK/hash.pub.raw" >"$WORK/hash.pub"
+		sort "$WORK/hash.sub.raw" >"$WORK/hash.sub"
 		if [ -n "$herr" ]; then
 			[ "$status" = ok ] && status=VERIFY_FAILED
 			log "verify: could not hash the tables on the $herr: $(head -n 2 "$WORK/hash.err" | tr '\n' ' ')"
