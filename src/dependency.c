@@ -65,7 +65,7 @@
 #include "utils/syscache.h"
 #include "utils/typcache.h"
 
-#define KEYS_PRUNE_THRESHOLD	(256 * 1024)
+#define KEYS_PRUNE_THRESHOLD	(64 * 1024)
 
 typedef struct DepCol
 {
@@ -121,6 +121,7 @@ static MemoryContext DepContext;
 static MemoryContext ChangeContext;
 static uint64 committed = 0;
 static uint64 global_barrier = 0;
+static long prune_at = KEYS_PRUNE_THRESHOLD;
 
 static void
 dep_relcache_cb(Datum arg, Oid relid)
@@ -169,7 +170,7 @@ void
 pa_dep_set_committed(uint64 c)
 {
 	committed = c;
-	if (hash_get_num_entries(keys) > KEYS_PRUNE_THRESHOLD)
+	if (hash_get_num_entries(keys) > prune_at)
 	{
 		HASH_SEQ_STATUS status;
 		KeyEntry   *e;
@@ -180,6 +181,8 @@ pa_dep_set_committed(uint64 c)
 			if (e->seq <= committed)
 				(void) hash_search(keys, &e->hash, HASH_REMOVE, NULL);
 		}
+		/* sweep again only once the table has doubled: amortised O(1) */
+		prune_at = Max(KEYS_PRUNE_THRESHOLD, 2 * hash_get_num_entries(keys));
 	}
 }
 
@@ -398,6 +401,24 @@ resolve_rel(DepRel *rel)
 			key->cols[i] = rc;
 		}
 		ReleaseSysCache(tup);
+
+		/* the replica identity key already covers an index on its columns */
+		if (usable && rel->ri_usable && key->ncols == rel->ri.ncols)
+		{
+			bool		same = true;
+
+			for (i = 0; i < key->ncols && same; i++)
+			{
+				int			j;
+
+				same = false;
+				for (j = 0; j < rel->ri.ncols; j++)
+					if (rel->ri.cols[j] == key->cols[i])
+						same = true;
+			}
+			if (same)
+				usable = false;
+		}
 		if (usable)
 			rel->nuniq++;
 	}

@@ -417,6 +417,9 @@ static void
 leader_loop(void)
 {
 	bool		ping_sent = false;
+	WaitEventSet *waitset = NULL;
+	pgsocket	waitset_fd = PGINVALID_SOCKET;
+	WaitEvent	event;
 
 	last_recv_time = GetCurrentTimestamp();
 
@@ -432,6 +435,11 @@ leader_loop(void)
 
 		MemoryContextSwitchTo(LeaderMessageContext);
 		len = walrcv_receive(pa_leader.conn, &buf, &fd);
+		if (len != 0)
+		{
+			last_recv_time = GetCurrentTimestamp();
+			ping_sent = false;
+		}
 		while (len != 0)
 		{
 			StringInfoData s;
@@ -442,9 +450,6 @@ leader_loop(void)
 				ereport(ERROR,
 						(errcode(ERRCODE_CONNECTION_FAILURE),
 						 errmsg("data stream from publisher has ended")));
-
-			last_recv_time = GetCurrentTimestamp();
-			ping_sent = false;
 
 			s.data = buf;
 			s.len = len;
@@ -486,11 +491,25 @@ leader_loop(void)
 		pa_dispatch_process_completions();
 		pa_leader_send_feedback(false, false);
 
-		rc = WaitLatchOrSocket(MyLatch,
-							   WL_SOCKET_READABLE | WL_LATCH_SET |
-							   WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
-							   fd, 1000L, PG_WAIT_EXTENSION);
-		if (rc & WL_LATCH_SET)
+		/*
+		 * One wait event set for the life of the connection: creating one
+		 * per wait (WaitLatchOrSocket) costs an epoll instance and three
+		 * system calls every time the leader has drained the socket.
+		 */
+		if (waitset == NULL || fd != waitset_fd)
+		{
+			if (waitset != NULL)
+				FreeWaitEventSet(waitset);
+			waitset = CreateWaitEventSet(TopMemoryContext, 3);
+			AddWaitEventToSet(waitset, WL_LATCH_SET, PGINVALID_SOCKET, MyLatch, NULL);
+			AddWaitEventToSet(waitset, WL_EXIT_ON_PM_DEATH, PGINVALID_SOCKET, NULL, NULL);
+			AddWaitEventToSet(waitset, WL_SOCKET_READABLE, fd, NULL, NULL);
+			waitset_fd = fd;
+		}
+		rc = 0;
+		if (WaitEventSetWait(waitset, 1000L, &event, 1, PG_WAIT_EXTENSION) == 0)
+			rc = WL_TIMEOUT;
+		else if (event.events & WL_LATCH_SET)
 			ResetLatch(MyLatch);
 
 		if (rc & WL_TIMEOUT && wal_receiver_timeout > 0)
