@@ -39,6 +39,9 @@ typedef struct PaErrorContext
 
 extern PGDLLIMPORT PaErrorContext pa_errctx;
 
+/* the subscription being applied; set by the worker before pa_apply_init() */
+extern PGDLLIMPORT Oid pa_apply_subid;
+
 /* errcontext callback; push it with arg NULL around message processing */
 extern void pa_apply_error_callback(void *arg);
 

@@ -50,6 +50,7 @@ typedef struct PaRelMapEntry
 	AttrMap    *attrmap;		/* local attno - 1 -> remote column index, or
 								 * -1 (dropped, generated or not sent) */
 	bool		updatable;		/* local RI/PK columns all in the remote RI */
+	bool		ready;			/* pg_subscription_rel says READY: apply */
 } PaRelMapEntry;
 
 extern void pa_relmap_init(void);

@@ -60,6 +60,7 @@
 #include "pa_relmap.h"
 
 PaErrorContext pa_errctx;
+Oid			pa_apply_subid = InvalidOid;
 
 static MemoryContext ApplyMessageContext = NULL;
 
@@ -733,6 +734,12 @@ apply_handle_insert(StringInfo s)
 	relid = logicalrep_read_insert(s, &newtup);
 	rel = pa_rel_open(relid, RowExclusiveLock);
 	set_errctx_rel(rel);
+	if (!rel->ready)
+	{
+		pa_rel_close(rel, RowExclusiveLock);
+		end_replication_step();
+		return;
+	}
 
 	edata = create_edata_for_relation(rel);
 	estate = edata->estate;
@@ -789,6 +796,12 @@ apply_handle_update(StringInfo s)
 	relid = logicalrep_read_update(s, &has_oldtup, &oldtup, &newtup);
 	rel = pa_rel_open(relid, RowExclusiveLock);
 	set_errctx_rel(rel);
+	if (!rel->ready)
+	{
+		pa_rel_close(rel, RowExclusiveLock);
+		end_replication_step();
+		return;
+	}
 
 	check_relation_updatable(rel);
 
@@ -890,6 +903,12 @@ apply_handle_delete(StringInfo s)
 	relid = logicalrep_read_delete(s, &oldtup);
 	rel = pa_rel_open(relid, RowExclusiveLock);
 	set_errctx_rel(rel);
+	if (!rel->ready)
+	{
+		pa_rel_close(rel, RowExclusiveLock);
+		end_replication_step();
+		return;
+	}
 
 	check_relation_updatable(rel);
 
@@ -1159,8 +1178,8 @@ apply_handle_truncate(StringInfo s)
 		rel = pa_rel_open(relid, lockmode);
 		set_errctx_rel(rel);
 
-		/* Already included, e.g. as a partition of an earlier table. */
-		if (list_member_oid(relids, rel->localreloid))
+		/* Not synchronized yet, or already included as a partition. */
+		if (!rel->ready || list_member_oid(relids, rel->localreloid))
 		{
 			pa_rel_close(rel, NoLock);
 			continue;

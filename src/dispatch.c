@@ -84,6 +84,7 @@ static LogicalRepRelId *touched;	/* relations it used */
 static int	ntouched;
 static int	maxtouched;
 static XLogRecPtr serial_until; /* apply serially up to this LSN */
+static uint64 serial_last_seq = 0;	/* last transaction applied serially */
 static PaChunk *open_chunk[PA_MAX_WORKERS];
 static HTAB *relations;
 static MemoryContext RelContext;
@@ -348,11 +349,18 @@ pa_dispatch_begin(TransactionId xid, XLogRecPtr final_lsn, TimestampTz committim
 	if (serial_until != InvalidXLogRecPtr)
 	{
 		if (final_lsn <= serial_until)
+		{
 			pa_dep_note(&cur_deps, seq - 1);	/* one after the other */
+			serial_last_seq = seq;
+		}
 		else
 		{
+			/*
+			 * The shared mark stays until the serial window has committed
+			 * (pa_dispatch_process_completions): a failure before that is
+			 * one that serial apply reproduced.
+			 */
 			serial_until = InvalidXLogRecPtr;
-			pg_atomic_write_u64(&sub->serial_until, InvalidXLogRecPtr);
 			ereport(LOG,
 					(errmsg("parallel_apply for subscription \"%s\" resumes parallel apply",
 							pa_leader.mysub->name)));
@@ -478,6 +486,12 @@ pa_dispatch_process_completions(void)
 	}
 	while (done_upto + 1 < next_seq && fifo[(done_upto + 1) % PA_FIFO_SIZE].done)
 		done_upto++;
+
+	/* the serially re-applied window has committed: back to normal */
+	if (pa_leader.started_serial && serial_until == InvalidXLogRecPtr &&
+		done_upto >= serial_last_seq &&
+		pg_atomic_read_u64(&sub->serial_until) != InvalidXLogRecPtr)
+		pg_atomic_write_u64(&sub->serial_until, InvalidXLogRecPtr);
 	return any;
 }
 

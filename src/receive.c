@@ -167,7 +167,12 @@ check_workers(void)
 
 			pa_leader.handles[i] = NULL;
 
-			if (pa_leader.mysub->disableonerr && pa_leader.started_serial)
+			/* enabled by hand meanwhile? then the built-in worker won */
+			subscription_changed = true;
+			check_subscription();
+
+			if (pa_leader.mysub->disableonerr && pa_leader.started_serial &&
+				pg_atomic_read_u64(&sub->serial_until) != InvalidXLogRecPtr)
 				disable_on_error();
 
 			/*

@@ -37,6 +37,8 @@
  */
 #include "postgres.h"
 
+#include "catalog/pg_subscription_rel.h"
+
 #include "access/sysattr.h"
 #include "access/table.h"
 #include "catalog/catalog.h"
@@ -51,6 +53,7 @@
 #include "utils/memutils.h"
 #include "utils/rel.h"
 
+#include "pa_apply.h"
 #include "pa_relmap.h"
 
 /* Hash entry of the relation map. */
@@ -408,6 +411,19 @@ pa_rel_build(PaRelMapEntry *entry, LOCKMODE lockmode)
 
 	pa_check_target_rel(entry->localrel, remoterel->nspname,
 						remoterel->relname);
+
+	/*
+	 * Like the built-in apply worker, apply changes only to tables whose
+	 * synchronization is done (a table added by REFRESH PUBLICATION while
+	 * attached waits for its initial copy, which the built-in worker does
+	 * after detach).
+	 */
+	{
+		XLogRecPtr	statelsn;
+
+		entry->ready = (GetSubscriptionRelState(pa_apply_subid, relid, &statelsn) ==
+						SUBREL_STATE_READY);
+	}
 
 	/* Map local columns to remote ones by name. */
 	desc = RelationGetDescr(entry->localrel);

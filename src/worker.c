@@ -403,6 +403,7 @@ pa_worker_main(Datum main_arg)
 	CommitTransactionCommand();
 
 	pa_commit_init(my_sub, originid);
+	pa_apply_subid = my_args.subid;
 	pa_apply_init();
 	pa_errctx.origin_name = origin_name;
 

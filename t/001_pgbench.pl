@@ -20,7 +20,7 @@ use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
 
-my $load_seconds = $ENV{PA_LOAD_SECONDS} // 8;
+my $load_seconds = $ENV{PA_LOAD_SECONDS} || 8;
 
 my @pgbench_tables =
   qw(pgbench_accounts pgbench_branches pgbench_tellers pgbench_history);
@@ -234,6 +234,9 @@ pa_bg_finish($seq);
 pa_catchup($pub, 'sub');
 pa_check_seq($pub, $sub);
 pa_check_equal($pub, $sub, @pgbench_tables, 'seq_log');
+
+pa_check_log_clean($pub);
+pa_check_log_clean($sub);
 
 $sub->stop;
 $pub->stop;

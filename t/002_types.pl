@@ -349,6 +349,9 @@ SKIP:
 		'both subscriptions still streaming and applied transactions');
 }
 
+pa_check_log_clean($pub);
+pa_check_log_clean($sub);
+
 $sub->stop;
 $pub->stop;
 done_testing();

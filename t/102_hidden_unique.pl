@@ -37,7 +37,10 @@ my $pairs = $ENV{PA_HIDDEN_PAIRS} || 2000;
 my $rows = 2 * $pairs + 1000;    # phase 1 touches rows 1 .. 2 * $pairs
 
 my $pub = pa_publisher('publisher');
-my $sub = pa_subscriber('subscriber', workers => 4);
+# one transaction per local commit: every intermediate state is visible,
+# and consecutive transactions are spread over the workers
+my $sub = pa_subscriber('subscriber', workers => 4,
+	conf => "parallel_apply.group_size = 1\n");
 
 pa_both($pub, $sub, 'CREATE TABLE t (id int PRIMARY KEY, email text)');
 $pub->safe_psql('postgres', qq{

@@ -78,7 +78,10 @@ sub session_quit
 
 # ---------------------------------------------------------------- nodes
 my $pub = pa_publisher('publisher');
-my $sub = pa_subscriber('subscriber', workers => 4);
+# one transaction per local commit: every intermediate state is visible,
+# and consecutive transactions are spread over the workers
+my $sub = pa_subscriber('subscriber', workers => 4,
+	conf => "parallel_apply.group_size = 1\n");
 
 $pub->command_ok([ 'pgbench', '-i', '-q', '-s', '1', 'postgres' ],
 	'pgbench -i -s 1 on the publisher');

@@ -58,6 +58,10 @@ our @EXPORT = qw(
   pa_checker_count
   pa_table_hash_sql
   pa_poll
+  pa_diag
+  pa_check_log_clean
+  pa_error_attempts
+  pa_wait_attempts
   pa_engine_pids
   pa_log_pos
   pa_wait_log
@@ -285,11 +289,11 @@ sub pa_wait_engine
 	my ($sub, $subname, $db) = @_;
 	$db //= 'postgres';
 	return unless pa_engine();
-	pa_poll(
-		$sub,
+	$sub->poll_query_until(
+		$db,
 		qq(SELECT count(*) = 1 FROM parallel_apply.stat_subscription
-		   WHERE subname = '$subname' AND state = 'streaming' AND leader_pid IS NOT NULL),
-		't', "engine streaming for $subname", $db);
+		   WHERE subname = '$subname' AND state = 'streaming' AND leader_pid IS NOT NULL)
+	) or do { pa_diag($sub, $db); croak "timed out waiting for: engine streaming for $subname"; };
 	pa_poll($sub,
 		qq(SELECT count(*) = 0 FROM pg_stat_subscription WHERE subname = '$subname' AND pid IS NOT NULL),
 		't', "built-in apply worker of $subname gone", $db);
@@ -312,6 +316,34 @@ sub pa_detach
 	return unless pa_engine();
 	$sub->safe_psql($db, "SELECT parallel_apply.detach('$subname')");
 	pa_wait_builtin($sub, $subname, $db);
+	return;
+}
+
+=pod
+
+=item pa_diag($sub)
+
+Print the engine's views and processes (on a timeout).
+
+=cut
+
+sub pa_diag
+{
+	my ($sub, $db) = @_;
+	$db //= 'postgres';
+	foreach my $q (
+		'SELECT * FROM parallel_apply.stat_subscription',
+		'SELECT * FROM parallel_apply.stat_workers',
+		"SELECT pid, backend_type, state, wait_event_type, wait_event, left(query, 60) FROM pg_stat_activity WHERE backend_type LIKE 'parallel_apply%' OR backend_type LIKE 'logical replication%'",
+		'SELECT subname, subenabled, subslotname FROM pg_subscription',
+		'SELECT * FROM pg_stat_subscription',
+		'SELECT * FROM pg_replication_origin_status')
+	{
+		my ($ret, $out, $err) = $sub->psql($db, $q, extra_params => ['-P', 'pager=off']);
+		$out //= '';
+		$err //= '';
+		diag("$q:\n$out$err");
+	}
 	return;
 }
 
@@ -521,8 +553,10 @@ sub pa_bg
 sub pa_bg_running
 {
 	my ($h) = @_;
-	$h->{run}->pump_nb;
-	return $h->{run}->pumpable;
+	# pump_nb dies ("process ended prematurely") once everything has ended
+	return 0 unless $h->{run}->pumpable;
+	return 0 unless eval { $h->{run}->pump_nb; 1 };
+	return $h->{run}->pumpable ? 1 : 0;
 }
 
 sub pa_bg_finish
@@ -602,6 +636,119 @@ sub pa_engine_pids
 Log file offsets and polling for a regexp in the server log.
 
 =cut
+
+=pod
+
+=item pa_check_log_clean($node, $pos)
+
+One test: the server log (from $pos) has none of the messages that indicate
+a bug rather than an expected error: PANIC, assertion failures, crashes by
+SIGSEGV/SIGABRT/SIGBUS, lock and resource leaks, and "should not happen"
+internal errors (XX000 texts of elog).
+
+=cut
+
+my @bad_log = (
+	qr/PANIC:/,
+	qr/TRAP:/,
+	qr/terminated by signal (?:6|7|11)\b/,
+	qr/you don't own a lock/,
+	qr/resource was not closed/,
+	qr/reference leak/,
+	qr/leaked/i,
+	qr/lock \w+ on object [\d\/]+ is already held/,
+	qr/(?:cache|snapshot|buffer|tupdesc|relcache|plancache)[^\n]*leak/i,
+	qr/AbortTransaction while in/,
+	qr/CommitTransaction(?:Command)? while in/,
+	qr/StartTransactionCommand: unexpected state/,
+	qr/invalid memory alloc request size/,
+	qr/unrecognized (?:message type|logical replication message)/,
+	qr/could not find (?:function|block containing chunk)/,
+	qr/pfree called with invalid pointer/,
+);
+
+sub pa_check_log_clean
+{
+	my ($node, $pos, $name) = @_;
+	local $Test::Builder::Level = $Test::Builder::Level + 1;
+	my $log = PostgreSQL::Test::Utils::slurp_file($node->logfile, $pos // 0);
+	my @hits;
+	foreach my $line (split /\n/, $log)
+	{
+		foreach my $re (@bad_log)
+		{
+			if ($line =~ $re)
+			{
+				push @hits, $line;
+				last;
+			}
+		}
+	}
+	my $n = scalar @hits;
+	splice(@hits, 20) if @hits > 20;
+	return ok($n == 0,
+		($name // $node->name) . ': no PANIC, crash, leak or internal error in the server log')
+	  || diag("$n suspicious log lines, first ones:\n" . join("\n", @hits));
+}
+
+=pod
+
+=item pa_error_attempts($node, $pos, $error_re)
+
+Times (epoch seconds, fractional) at which the server log (from $pos)
+recorded an ERROR matching $error_re for the earliest remote transaction
+named in its CONTEXT line ("in transaction N").  Each is one attempt to
+apply that transaction.
+
+=cut
+
+sub _log_ts
+{
+	my ($ts) = @_;
+	# 2026-11-21 06:52:49.506
+	my ($h, $m, $s) = $ts =~ /(\d+):(\d+):(\d+(?:\.\d+)?)$/;
+	my ($d) = $ts =~ /^\d+-\d+-(\d+)/;
+	return (($d * 24 + $h) * 60 + $m) * 60 + $s;
+}
+
+sub pa_error_attempts
+{
+	my ($node, $pos, $re) = @_;
+	my $log = PostgreSQL::Test::Utils::slurp_file($node->logfile, $pos // 0);
+	my @lines = split /\n/, $log;
+	my %by_xid;
+	for (my $i = 0; $i < @lines; $i++)
+	{
+		next unless $lines[$i] =~ /^(\S+ \S+) \S+ \[(\d+)\][^\n]*ERROR:  $re/;
+		my ($ts, $pid) = ($1, $2);
+		for (my $j = $i + 1; $j < @lines && $j < $i + 8; $j++)
+		{
+			if ($lines[$j] =~ /\[$pid\][^\n]*CONTEXT:.* in transaction (\d+)/)
+			{
+				push @{ $by_xid{$1} }, _log_ts($ts);
+				last;
+			}
+		}
+	}
+	return () unless %by_xid;
+	my ($first) = sort { $a <=> $b } keys %by_xid;
+	return @{ $by_xid{$first} };
+}
+
+# Poll the log until at least $n attempts are recorded; returns them.
+sub pa_wait_attempts
+{
+	my ($node, $pos, $re, $n) = @_;
+	my $deadline = time + $PostgreSQL::Test::Utils::timeout_default;
+	my @t;
+	while (time < $deadline)
+	{
+		@t = pa_error_attempts($node, $pos, $re);
+		return @t if @t >= $n;
+		usleep(100_000);
+	}
+	croak "timed out waiting for $n attempts of: $re (saw " . scalar(@t) . ")";
+}
 
 sub pa_log_pos
 {

@@ -7,7 +7,7 @@
 # copies the repository to a scratch directory owned by the unprivileged
 # user "postgres" (initdb refuses to run as root), and as that user runs
 #   (a) the pg_regress tests listed in REGRESS of the Makefile (sql/*.sql vs
-#       expected/*.out) in a temporary instance with t/regress.conf, and
+#       expected/*.out) in a temporary instance with sql/regress.conf, and
 #   (b) every TAP test t/*.pl with prove.
 # Prints a summary; exits non-zero if anything failed, after printing the
 # tail of the relevant logs.  Works non-interactively (CI=true, no stdin).
@@ -21,6 +21,9 @@
 #   PA_KEEP=1               keep the scratch directory even on success
 #   PG_TEST_TIMEOUT_DEFAULT per-wait timeout in seconds inside tests (default 120)
 #   PA_FILE_TIMEOUT         wall-clock limit per TAP file in seconds (default 480)
+#   PA_TOTAL_BUDGET         wall-clock budget for the whole run in seconds
+#                           (default 1080); TAP files that would start after it
+#                           is used up are reported as not run (failure)
 #   PA_PROVE_VERBOSE=1      prove -v
 set -uo pipefail
 
@@ -78,7 +81,7 @@ WORK="$(mktemp -d "${TMPDIR:-/tmp}/parallel_apply_test.XXXXXX")"
 COPY="$WORK/repo"
 mkdir -p "$COPY"
 tar -C "$REPO" \
-	--exclude=./.git --exclude='./tmp_check*' --exclude=./results \
+	--exclude=./.git --exclude='tmp_check*' --exclude=./results \
 	--exclude=./regression.diffs --exclude=./regression.out \
 	--exclude='*.o' --exclude='*.so' --exclude='*.bc' \
 	-cf - . | tar -C "$COPY" -xf -
@@ -146,7 +149,7 @@ if [ "${PA_SKIP_REGRESS:-0}" != 1 ] && [ "${PA_NO_ENGINE:-0}" != 1 ]; then
 	t0=$(date +%s)
 	if (cd "$COPY" && as_user "$PG_REGRESS" \
 		--temp-instance="$COPY/tmp_check_regress" \
-		--temp-config="$COPY/t/regress.conf" \
+		--temp-config="$COPY/sql/regress.conf" \
 		--bindir="$PGBIN" --inputdir="$COPY" --outputdir="$COPY" \
 		--no-locale --encoding=UTF8 \
 		--dbname=contrib_regression $REGRESS_LIST); then
@@ -181,17 +184,25 @@ if [ "${PA_SKIP_TAP:-0}" != 1 ]; then
 	[ "${PA_PROVE_VERBOSE:-0}" = 1 ] && PROVE_FLAGS+=(-v)
 	for tf in "${TAP_FILES[@]}"; do
 		name="$(basename "$tf" .pl)"
+		left=$(( ${PA_TOTAL_BUDGET:-1080} - ($(date +%s) - START_TIME) ))
+		limit=${PA_FILE_TIMEOUT:-480}
+		[ "$left" -lt "$limit" ] && limit=$left
+		if [ "$limit" -lt 60 ]; then
+			say "TAP $tf: not run, time budget (PA_TOTAL_BUDGET) used up"
+			record "$name" NOTRUN 0
+			continue
+		fi
 		hr
 		say "TAP $tf"
 		t0=$(date +%s)
-		(cd "$COPY" && as_user timeout -k 30 "${PA_FILE_TIMEOUT:-480}" \
+		(cd "$COPY" && as_user timeout -k 30 "$limit" \
 			prove "${PROVE_FLAGS[@]}" -I "$PERL_DIR" -I "$COPY/t" "$tf")
 		rc=$?
 		stop_leftovers
 		if [ $rc -eq 0 ]; then
 			record "$name" ok $(($(date +%s) - t0))
 		else
-			[ $rc -eq 124 ] && say "$tf: killed after ${PA_FILE_TIMEOUT:-480}s"
+			[ $rc -eq 124 ] && say "$tf: killed after ${limit}s"
 			record "$name" FAILED $(($(date +%s) - t0))
 			rl="$COPY/tmp_check/log/regress_log_$name"
 			if [ -f "$rl" ]; then
