@@ -176,13 +176,11 @@ check_workers(void)
 				disable_on_error();
 
 			/*
-			 * Re-apply what was in flight serially, at once: an error that
-			 * parallelism caused (a dependency the tracker could not see)
-			 * does not happen then; a genuine one happens again, and then
-			 * the retry interval applies.
+			 * Re-apply what was in flight serially, after the retry
+			 * interval: an error that parallelism caused (a dependency the
+			 * tracker could not see) does not happen then; a genuine one
+			 * happens again and is retried the same way.
 			 */
-			if (pg_atomic_read_u64(&sub->serial_until) == InvalidXLogRecPtr)
-				sub->restart_now = true;
 			if (pg_atomic_read_u64(&sub->serial_until) < pa_leader.last_received)
 				pg_atomic_write_u64(&sub->serial_until, pa_leader.last_received);
 
