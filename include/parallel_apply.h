@@ -162,6 +162,8 @@ extern PaShared *pa_shared;
 extern bool pa_preloaded;
 extern void pa_check_preloaded(void);
 extern PaSub *pa_find_sub(Oid subid);
+extern bool pa_sub_has_processes(PaSub *sub);
+extern void pa_sub_reset(PaSub *sub);
 extern void pa_wake_launcher(void);
 
 /* sqlapi.c */

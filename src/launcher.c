@@ -155,19 +155,6 @@ scan_attached(void)
 	return result;
 }
 
-static bool
-slot_has_processes(PaSub *sub)
-{
-	int			i;
-
-	if (sub->leader_pid != 0)
-		return true;
-	for (i = 0; i < PA_MAX_WORKERS; i++)
-		if (sub->workers[i].pid != 0)
-			return true;
-	return false;
-}
-
 static void
 start_leader(int slotno, AttachedSub *a)
 {
@@ -262,7 +249,7 @@ launcher_pass(List *attached)
 			if (((AttachedSub *) lfirst(lc))->subid == sub->subid)
 				still = true;
 		}
-		if (!still && lslots[i].handle == NULL && !slot_has_processes(sub))
+		if (!still && lslots[i].handle == NULL && !pa_sub_has_processes(sub))
 		{
 			sub->in_use = false;
 			sub->stop_requested = false;
@@ -284,7 +271,7 @@ launcher_pass(List *attached)
 			{
 				if (!pa_shared->subs[i].in_use &&
 					lslots[i].handle == NULL &&
-					!slot_has_processes(&pa_shared->subs[i]))
+					!pa_sub_has_processes(&pa_shared->subs[i]))
 					break;
 			}
 			if (i == pa_shared->nsubs)
@@ -302,15 +289,7 @@ launcher_pass(List *attached)
 			sub->dbid = a->dbid;
 			sub->stop_requested = false;
 			sub->state = PA_SUB_STOPPED;
-			pg_atomic_write_u64(&sub->txns_applied, 0);
-			pg_atomic_write_u64(&sub->dependency_waits, 0);
-			pg_atomic_write_u64(&sub->serial_retries, 0);
-			pg_atomic_write_u64(&sub->restarts, 0);
-			pg_atomic_write_u64(&sub->received_lsn, 0);
-			pg_atomic_write_u64(&sub->applied_lsn, 0);
-			pg_atomic_write_u64(&sub->flushed_lsn, 0);
-			pg_atomic_write_u64(&sub->serial_until, 0);
-			sub->restart_now = false;
+			pa_sub_reset(sub);
 			lslots[i].next_start = 0;
 			lslots[i].started_once = false;
 		}
@@ -318,7 +297,7 @@ launcher_pass(List *attached)
 
 		if (sub->stop_requested || lslots[slotno].handle != NULL)
 			continue;
-		if (slot_has_processes(sub))
+		if (pa_sub_has_processes(sub))
 		{
 			wait = Min(wait, 100);	/* a previous leader is exiting */
 			continue;

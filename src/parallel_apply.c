@@ -140,6 +140,36 @@ pa_find_sub(Oid subid)
 	return NULL;
 }
 
+/* Is any leader or apply worker of this slot still alive? */
+bool
+pa_sub_has_processes(PaSub *sub)
+{
+	int			i;
+
+	if (sub->leader_pid != 0)
+		return true;
+	for (i = 0; i < PA_MAX_WORKERS; i++)
+		if (sub->workers[i].pid != 0)
+			return true;
+	return false;
+}
+
+/* The progress and counters a newly attached subscription starts from */
+void
+pa_sub_reset(PaSub *sub)
+{
+	pg_atomic_write_u64(&sub->received_lsn, 0);
+	pg_atomic_write_u64(&sub->applied_lsn, 0);
+	pg_atomic_write_u64(&sub->flushed_lsn, 0);
+	pg_atomic_write_u64(&sub->serial_until, 0);
+	pg_atomic_write_u64(&sub->committed_seq, 0);
+	pg_atomic_write_u64(&sub->txns_applied, 0);
+	pg_atomic_write_u64(&sub->dependency_waits, 0);
+	pg_atomic_write_u64(&sub->serial_retries, 0);
+	pg_atomic_write_u64(&sub->restarts, 0);
+	sub->restart_now = false;
+}
+
 void
 pa_wake_launcher(void)
 {

@@ -176,19 +176,6 @@ run_alter_subscription(const char *name, const char *action)
 	pfree(sql.data);
 }
 
-static bool
-sub_has_processes(PaSub *sub)
-{
-	int			i;
-
-	if (sub->leader_pid != 0)
-		return true;
-	for (i = 0; i < PA_MAX_WORKERS; i++)
-		if (sub->workers[i].pid != 0)
-			return true;
-	return false;
-}
-
 /*
  * Stop the engine of an attached subscription and wait until none of its
  * processes is left.  If the calling transaction aborts, the stop request
@@ -221,7 +208,7 @@ stop_engine(Oid subid, const char *name)
 		MemoryContextSwitchTo(old);
 	}
 
-	for (i = 0; sub_has_processes(sub); i++)
+	for (i = 0; pa_sub_has_processes(sub); i++)
 	{
 		CHECK_FOR_INTERRUPTS();
 		if (i == 100)			/* 10 s: the leader is stuck somewhere */
