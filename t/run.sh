@@ -232,6 +232,16 @@ if [ ${#RESULTS[@]} -eq 0 ]; then
 	say "nothing was run"
 	FAILED=1
 fi
+# the plain closing line: test files (pg_regress counts as one) passed/failed
+n_ok=0
+n_bad=0
+for r in "${RESULTS[@]}"; do
+	case "$r" in
+		*" ok "*) n_ok=$((n_ok + 1)) ;;
+		*) n_bad=$((n_bad + 1)) ;;
+	esac
+done
+echo "$n_ok passed, $n_bad failed"
 if [ "$FAILED" -ne 0 ]; then
 	say "FAILED; logs kept in $COPY (tmp_check/log, regression.diffs)"
 	exit 1
