@@ -28,6 +28,7 @@ use FindBin;
 use lib $FindBin::RealBin;
 use IPC::Run;
 use PaTest;
+use PaSession;
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
@@ -35,46 +36,6 @@ use Test::More;
 my $backlog_txns = $ENV{PA_ORDER_TXNS} || 20000;
 my @tables =
   qw(pgbench_accounts pgbench_branches pgbench_tellers pgbench_history seq_log);
-
-# ---------------------------------------------------------------- helpers
-# A persistent psql session (one connection, one transaction per query).
-sub session_start
-{
-	my ($node) = @_;
-	my $s = { in => '', out => '', err => '', n => 0 };
-	$s->{timer} = IPC::Run::timeout($PostgreSQL::Test::Utils::timeout_default);
-	$s->{h} = IPC::Run::start(
-		[
-			'psql', '-XAtq', '-v', 'ON_ERROR_STOP=1', '-d',
-			$node->connstr('postgres'), '-f', '-'
-		],
-		'<', \$s->{in}, '>', \$s->{out}, '2>', \$s->{err}, $s->{timer});
-	return $s;
-}
-
-sub session_query
-{
-	my ($s, $sql) = @_;
-	$s->{n}++;
-	my $banner = "__pa_query_$s->{n}__";
-	$s->{out} = '';
-	$s->{in} .= "$sql;\n\\echo $banner\n";
-	$s->{timer}->start($PostgreSQL::Test::Utils::timeout_default);
-	eval {
-		$s->{h}->pump until $s->{out} =~ /\Q$banner\E\n/;
-		1;
-	} or die "background psql failed on <$sql>: $@\nstderr: $s->{err}";
-	(my $r = $s->{out}) =~ s/\n?\Q$banner\E\n//;
-	return $r;
-}
-
-sub session_quit
-{
-	my ($s) = @_;
-	$s->{in} .= "\\q\n";
-	$s->{h}->finish;
-	return;
-}
 
 # ---------------------------------------------------------------- nodes
 my $pub = pa_publisher('publisher');

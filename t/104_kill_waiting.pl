@@ -27,6 +27,7 @@ use FindBin;
 use lib $FindBin::RealBin;
 use IPC::Run;
 use PaTest;
+use PaSession;
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
@@ -34,46 +35,6 @@ use Test::More;
 my $clients = 8;
 my $txns_per_client = $ENV{PA_KILL_TXNS} || 800;
 my @tables = qw(counter txlog);
-
-# ---------------------------------------------------------------- helpers
-# A persistent psql session (one connection, one transaction per query).
-sub session_start
-{
-	my ($node) = @_;
-	my $s = { in => '', out => '', err => '', n => 0 };
-	$s->{timer} = IPC::Run::timeout($PostgreSQL::Test::Utils::timeout_default);
-	$s->{h} = IPC::Run::start(
-		[
-			'psql', '-XAtq', '-v', 'ON_ERROR_STOP=1', '-d',
-			$node->connstr('postgres'), '-f', '-'
-		],
-		'<', \$s->{in}, '>', \$s->{out}, '2>', \$s->{err}, $s->{timer});
-	return $s;
-}
-
-sub session_query
-{
-	my ($s, $sql) = @_;
-	$s->{n}++;
-	my $banner = "__pa_query_$s->{n}__";
-	$s->{out} = '';
-	$s->{in} .= "$sql;\n\\echo $banner\n";
-	$s->{timer}->start($PostgreSQL::Test::Utils::timeout_default);
-	eval {
-		$s->{h}->pump until $s->{out} =~ /\Q$banner\E\n/;
-		1;
-	} or die "background psql failed on <$sql>: $@\nstderr: $s->{err}";
-	(my $r = $s->{out}) =~ s/\n?\Q$banner\E\n//;
-	return $r;
-}
-
-# the server went away under it: just make sure the process is gone
-sub session_kill
-{
-	my ($s) = @_;
-	eval { $s->{h}->kill_kill; 1 };
-	return;
-}
 
 # ---------------------------------------------------------------- nodes
 my $pub = pa_publisher('publisher');
