@@ -62,7 +62,4 @@ extern void pa_apply_init(void);
  */
 extern void pa_apply_message(StringInfo s);
 
-/* true if a local transaction was started by pa_apply_message() */
-extern bool pa_apply_in_transaction(void);
-
 #endif							/* PA_APPLY_H */

@@ -69,7 +69,7 @@ typedef struct PaTxn
 	uint64		seq;			/* commit-order sequence number (leader) */
 	int			worker;			/* worker it was given to (leader) */
 	TransactionId remote_xid;	/* (leader) */
-	XLogRecPtr	end_lsn;		/* remote end LSN, set at COMMIT (leader) */
+	XLogRecPtr	final_lsn;		/* remote commit ("finished at") LSN (leader) */
 	XLogRecPtr	local_end;		/* local commit record end (worker) */
 	pg_atomic_uint32 lock_held; /* worker holds this seq's commit lock */
 } PaTxn;

@@ -142,12 +142,6 @@ pa_apply_init(void)
 												ALLOCSET_DEFAULT_SIZES);
 }
 
-bool
-pa_apply_in_transaction(void)
-{
-	return IsTransactionState();
-}
-
 /*
  * Apply one row-level message; see pa_apply.h.
  */

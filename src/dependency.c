@@ -123,6 +123,8 @@ static uint64 committed = 0;
 static uint64 global_barrier = 0;
 static long prune_at = KEYS_PRUNE_THRESHOLD;
 
+static void pa_dep_invalidate(void);
+
 static void
 dep_relcache_cb(Datum arg, Oid relid)
 {
@@ -153,7 +155,7 @@ pa_dep_init(void)
 }
 
 /* Any local schema change: re-resolve every relation at its next change */
-void
+static void
 pa_dep_invalidate(void)
 {
 	HASH_SEQ_STATUS status;
@@ -189,16 +191,7 @@ pa_dep_set_committed(uint64 c)
 void
 pa_dep_note(PaDepAcc *acc, uint64 dep)
 {
-	if (dep == 0 || dep <= committed)
-		return;
-	if (acc->ndistinct == 0)
-	{
-		acc->first = dep;
-		acc->ndistinct = 1;
-	}
-	else if (acc->ndistinct == 1 && dep != acc->first)
-		acc->ndistinct = 2;
-	if (dep > acc->max)
+	if (dep > committed && dep > acc->max)
 		acc->max = dep;
 }
 
@@ -237,7 +230,7 @@ get_rel(LogicalRepRelId relid)
 	return rel;
 }
 
-void
+PaDepRel *
 pa_dep_relation(uint64 seq, LogicalRepRelId relid, const char *msg, int len,
 				bool changed, PaDepAcc *acc)
 {
@@ -246,7 +239,7 @@ pa_dep_relation(uint64 seq, LogicalRepRelId relid, const char *msg, int len,
 	MemoryContext old;
 
 	if (rel->remote != NULL && !changed)
-		return;
+		return rel;
 
 	MemoryContextReset(rel->cxt);	/* also deletes rescxt */
 	rel->rescxt = NULL;
@@ -267,6 +260,7 @@ pa_dep_relation(uint64 seq, LogicalRepRelId relid, const char *msg, int len,
 		rel->barrier = seq;
 		rel->last_writer = seq;
 	}
+	return rel;
 }
 
 static int
@@ -536,26 +530,20 @@ claim_tuple(DepRel *rel, ColVal *cols, int ncols, bool complete, bool ri,
 			claim_key(rel, &rel->uniq[i], cols, ncols, true, seq, acc);
 }
 
-/* An INSERT, UPDATE or DELETE message of transaction seq */
+/* An INSERT, UPDATE or DELETE message of transaction seq on relation rel */
 void
-pa_dep_change(uint64 seq, const char *msg, int len, PaDepAcc *acc)
+pa_dep_change(uint64 seq, PaDepRel *rel, const char *msg, int len, PaDepAcc *acc)
 {
 	StringInfoData s;
 	char		type = msg[0];
-	LogicalRepRelId relid;
-	DepRel	   *rel;
 	ColVal	   *cols;
 	int			natts;
 	MemoryContext old;
 
 	s.data = (char *) msg;
 	s.len = len;
-	s.cursor = 1;
+	s.cursor = 1 + 4;			/* past the type byte and the relation id */
 	s.maxlen = -1;
-	relid = pq_getmsgint(&s, 4);
-	rel = hash_search(rels, &relid, HASH_FIND, NULL);
-	if (rel == NULL || rel->remote == NULL)
-		elog(ERROR, "no relation map entry for remote relation ID %u", relid);
 
 	if (rel->barrier != seq)
 		pa_dep_note(acc, rel->barrier);

@@ -11,11 +11,12 @@
  * positions reported to the publisher.
  *
  * A transaction is buffered in leader memory (up to PA_TXN_BUFFER bytes)
- * while its dependencies are computed (dependency.c), so that its worker
- * can be chosen knowing them: with no uncommitted predecessor it goes to
- * the least-loaded worker; with exactly one it goes behind that one on the
- * same worker, where it can never wait; with more, to the least-loaded
- * worker, with a WAIT for the latest predecessor just before the first
+ * while its dependencies are computed (dependency.c), then its worker is
+ * chosen (choose_worker): behind its predecessor in commit order while the
+ * run given to that worker is shorter than parallel_apply.group_size (the
+ * worker then commits the run as one group); else behind its latest
+ * uncommitted dependency, where it can never wait; else the least-loaded
+ * worker.  A WAIT for the latest uncommitted dependency precedes the first
  * change that needs it.  A larger transaction is sent on as it arrives,
  * with WAITs inserted as new dependencies appear.
  *
@@ -67,6 +68,7 @@ typedef struct RelEntry
 	int			len;
 	uint32		sent[PA_MAX_WORKERS];	/* version each worker has seen */
 	uint64		touched_seq;	/* last transaction that used it */
+	PaDepRel   *dep;			/* its keys (dependency.c) */
 } RelEntry;
 
 static FifoEntry *fifo;
@@ -322,7 +324,7 @@ pa_dispatch_begin(TransactionId xid, XLogRecPtr final_lsn, TimestampTz committim
 	txn = &sub->txns[seq % PA_MAX_INFLIGHT];
 	txn->seq = 0;				/* published with its worker in go_direct */
 	txn->remote_xid = xid;
-	txn->end_lsn = final_lsn;
+	txn->final_lsn = final_lsn;
 	txn->local_end = InvalidXLogRecPtr;
 	pg_atomic_write_u32(&txn->lock_held, 0);
 
@@ -395,12 +397,13 @@ pa_dispatch_relation(LogicalRepRelId relid, const char *msg, int len)
 	/* a changed schema is a barrier; keep it after the changes before it */
 	if (found && cur_seq != 0 && cur_worker < 0 && entry->touched_seq == cur_seq)
 		go_direct();
-	pa_dep_relation(cur_seq, relid, msg, len, found, &cur_deps);
+	entry->dep = pa_dep_relation(cur_seq, relid, msg, len, found, &cur_deps);
 }
 
 void
 pa_dispatch_change(const char *msg, int len, LogicalRepRelId *relids, int nrelids)
 {
+	RelEntry   *entry = NULL;
 	int			i;
 
 	if (cur_seq == 0)
@@ -410,8 +413,7 @@ pa_dispatch_change(const char *msg, int len, LogicalRepRelId *relids, int nrelid
 
 	for (i = 0; i < nrelids; i++)
 	{
-		RelEntry   *entry = hash_search(relations, &relids[i], HASH_FIND, NULL);
-
+		entry = hash_search(relations, &relids[i], HASH_FIND, NULL);
 		if (entry == NULL)
 			ereport(ERROR,
 					(errcode(ERRCODE_PROTOCOL_VIOLATION),
@@ -434,7 +436,7 @@ pa_dispatch_change(const char *msg, int len, LogicalRepRelId *relids, int nrelid
 	if (msg[0] == LOGICAL_REP_MSG_TRUNCATE)
 		pa_dep_truncate(cur_seq, &cur_deps);
 	else
-		pa_dep_change(cur_seq, msg, len, &cur_deps);
+		pa_dep_change(cur_seq, entry->dep, msg, len, &cur_deps);	/* one relation */
 
 	if (cur_deps.max > cur_wait_sent)
 	{

@@ -190,7 +190,7 @@ check_workers(void)
 						 errmsg("parallel_apply worker %d of subscription \"%s\" exited while applying remote transaction %u",
 								i + 1, pa_leader.mysub->name, txn->remote_xid),
 						 errdetail("The transaction finished at %X/%X on the publisher; the worker's error is logged above.",
-								   LSN_FORMAT_ARGS(txn->end_lsn)),
+								   LSN_FORMAT_ARGS(txn->final_lsn)),
 						 errhint("The engine re-applies the transactions in flight serially, from the subscription's replication origin.")));
 			ereport(ERROR,
 					(errcode(ERRCODE_INTERNAL_ERROR),
@@ -434,7 +434,6 @@ leader_loop(void)
 		int			rc;
 
 		periodic_checks();
-		pa_dispatch_process_completions();
 
 		MemoryContextSwitchTo(LeaderMessageContext);
 		len = walrcv_receive(pa_leader.conn, &buf, &fd);
