@@ -33,6 +33,9 @@ typedef struct PaLeader
 	char		originname[NAMEDATALEN];
 	WalReceiverConn *conn;
 	XLogRecPtr	last_received;	/* highest LSN received from the publisher */
+	TimestampTz last_commit_time;	/* publisher's commit time of the newest
+									 * transaction received */
+	bool		batching;		/* catching up: reads batched (receive.c) */
 	int			nworkers;
 	bool		started_serial; /* re-applying a failed window serially */
 	BackgroundWorkerHandle *handles[PA_MAX_WORKERS];
@@ -60,6 +63,7 @@ extern void pa_dispatch_commit(XLogRecPtr commit_lsn, XLogRecPtr end_lsn,
 							   TimestampTz committime);
 extern bool pa_dispatch_process_completions(void);
 extern void pa_dispatch_flush(void);
+extern void pa_dispatch_flush_wal_if_idle(void);
 extern void pa_dispatch_positions(XLogRecPtr *applied, XLogRecPtr *flushed,
 								  bool *pending);
 

@@ -17,6 +17,7 @@
 #define PA_RELMAP_H
 
 #include "access/attmap.h"
+#include "fmgr.h"
 #include "replication/logicalproto.h"
 #include "storage/lockdefs.h"
 #include "utils/relcache.h"
@@ -32,6 +33,15 @@ typedef enum PaRelMapState
 	PA_RELMAP_BUILDING,			/* rebuild in progress (or failed) */
 	PA_RELMAP_VALID				/* derived data matches the local rel */
 } PaRelMapState;
+
+/* A local column's input function, looked up at its first use */
+typedef struct PaColumnInput
+{
+	char		format;			/* LOGICALREP_COLUMN_TEXT or _BINARY; 0 until
+								 * looked up */
+	Oid			typioparam;
+	FmgrInfo	func;
+} PaColumnInput;
 
 typedef struct PaRelMapEntry
 {
@@ -49,6 +59,9 @@ typedef struct PaRelMapEntry
 								 * until the caller closes it */
 	AttrMap    *attrmap;		/* local attno - 1 -> remote column index, or
 								 * -1 (dropped, generated or not sent) */
+	PaColumnInput *colinput;	/* per local column (attrmap's length), or
+								 * NULL until the first conversion */
+	MemoryContext inputcxt;		/* holds colinput and the functions' data */
 	bool		updatable;		/* local RI/PK columns all in the remote RI */
 	bool		ready;			/* pg_subscription_rel says READY: apply */
 } PaRelMapEntry;
@@ -59,6 +72,9 @@ extern PaRelMapEntry *pa_rel_open(LogicalRepRelId remoteid, LOCKMODE lockmode);
 extern void pa_rel_close(PaRelMapEntry *entry, LOCKMODE lockmode);
 extern PaRelMapEntry *pa_partition_open(PaRelMapEntry *root, Relation partrel,
 										AttrMap *map);
+extern FmgrInfo *pa_rel_column_input(PaRelMapEntry *entry, int attoff,
+									 Oid typid, char format,
+									 Oid *typioparam);
 extern void pa_check_target_rel(Relation rel, const char *nspname,
 								const char *relname);
 

@@ -48,6 +48,7 @@ extern int	pa_workers;
 extern int	pa_queue_memory_kb;
 extern int	pa_max_subscriptions;
 extern int	pa_retry_interval_ms;
+extern int	pa_receive_batch;
 extern int	pa_launcher_naptime_ms;
 extern int	pa_group_size;
 extern char *pa_database;

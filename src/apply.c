@@ -378,29 +378,31 @@ store_column(TupleTableSlot *slot, int attoff, PaRelMapEntry *rel,
 	{
 		case LOGICALREP_COLUMN_TEXT:
 			{
-				Oid			typinput;
 				Oid			typioparam;
+				FmgrInfo   *input = pa_rel_column_input(rel, attoff, att->atttypid,
+														LOGICALREP_COLUMN_TEXT,
+														&typioparam);
 
-				getTypeInputInfo(att->atttypid, &typinput, &typioparam);
 				slot->tts_values[attoff] =
-					OidInputFunctionCall(typinput, colvalue->data,
-										 typioparam, att->atttypmod);
+					InputFunctionCall(input, colvalue->data,
+									  typioparam, att->atttypmod);
 				slot->tts_isnull[attoff] = false;
 			}
 			break;
 
 		case LOGICALREP_COLUMN_BINARY:
 			{
-				Oid			typreceive;
 				Oid			typioparam;
+				FmgrInfo   *receive = pa_rel_column_input(rel, attoff, att->atttypid,
+														  LOGICALREP_COLUMN_BINARY,
+														  &typioparam);
 
 				/* the same tuple data may be converted more than once */
 				colvalue->cursor = 0;
 
-				getTypeBinaryInputInfo(att->atttypid, &typreceive, &typioparam);
 				slot->tts_values[attoff] =
-					OidReceiveFunctionCall(typreceive, colvalue,
-										   typioparam, att->atttypmod);
+					ReceiveFunctionCall(receive, colvalue,
+										typioparam, att->atttypmod);
 
 				if (colvalue->cursor != colvalue->len)
 					ereport(ERROR,

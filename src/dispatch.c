@@ -7,8 +7,9 @@
  *
  * Owns: sequence numbers, the transaction ring entries (PaSub->txns), the
  * choice of worker, the leader's copy of every RELATION message and which
- * worker has seen which version of it, serial mode after a failure, and the
- * positions reported to the publisher.
+ * worker has seen which version of it, serial mode after a failure, the
+ * positions reported to the publisher, and the WAL flush the leader makes
+ * when it is idle with commits not yet flushed.
  *
  * A transaction is buffered in leader memory (up to PA_TXN_BUFFER bytes)
  * while its dependencies are computed (dependency.c), then its worker is
@@ -343,6 +344,7 @@ pa_dispatch_begin(TransactionId xid, XLogRecPtr final_lsn, TimestampTz committim
 	cur_begin.remote_xid = xid;
 	cur_begin.final_lsn = final_lsn;
 	cur_begin.committime = committime;
+	pa_leader.last_commit_time = committime;
 	cur_begin.skip = (pa_leader.mysub->skiplsn != InvalidXLogRecPtr &&
 					  pa_leader.mysub->skiplsn == final_lsn);
 
@@ -495,6 +497,35 @@ pa_dispatch_process_completions(void)
 		pg_atomic_read_u64(&sub->serial_until) != InvalidXLogRecPtr)
 		pg_atomic_write_u64(&sub->serial_until, InvalidXLogRecPtr);
 	return any;
+}
+
+/*
+ * When every dispatched transaction has committed and some of their commit
+ * records are not yet known to be flushed, flush WAL up to the latest.
+ * Called by the leader when it has nothing to read: with asynchronous
+ * commits the WAL writer would flush them within wal_writer_delay, but the
+ * leader would only notice at its next wake-up, up to a second later, and
+ * the publisher would hear of the flush (invariant 3) that much later.
+ * Positions are still reported only once GetFlushRecPtr() passes them.
+ */
+void
+pa_dispatch_flush_wal_if_idle(void)
+{
+	uint64		seq;
+
+	if (done_upto + 1 != next_seq || flushed_upto >= done_upto)
+		return;
+	for (seq = done_upto; seq > flushed_upto; seq--)
+	{
+		XLogRecPtr	local_end = fifo[seq % PA_FIFO_SIZE].local_end;
+
+		/* commits are in sequence order: the latest one is the furthest */
+		if (local_end != InvalidXLogRecPtr)
+		{
+			XLogFlush(local_end);
+			return;
+		}
+	}
 }
 
 void

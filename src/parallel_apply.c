@@ -30,6 +30,7 @@ int			pa_workers = 4;
 int			pa_queue_memory_kb = 16 * 1024;
 int			pa_max_subscriptions = 4;
 int			pa_retry_interval_ms = 5000;
+int			pa_receive_batch = 32 * 1024;
 int			pa_launcher_naptime_ms = 10000;
 int			pa_group_size = 32;
 char	   *pa_database = NULL;
@@ -212,6 +213,11 @@ _PG_init(void)
 							NULL,
 							&pa_retry_interval_ms, 5000, 0, 3600 * 1000,
 							PGC_SIGHUP, GUC_UNIT_MS, NULL, NULL, NULL);
+	DefineCustomIntVariable("parallel_apply.receive_batch",
+							"Bytes the leader lets the publisher's stream accumulate before it reads, while catching up.",
+							"Fewer, larger reads while the subscription lags behind; 0 reads every message as it arrives.",
+							&pa_receive_batch, 32 * 1024, 0, 1024 * 1024,
+							PGC_SIGHUP, GUC_UNIT_BYTE, NULL, NULL, NULL);
 	DefineCustomIntVariable("parallel_apply.launcher_naptime",
 							"Time between the launcher's checks of attached subscriptions.",
 							"The launcher is also woken at once by attach and detach.",

@@ -5,7 +5,8 @@
  *	  the replication connection.
  *
  * Owns: the leader's process lifetime (start-up, the apply workers it
- * starts, shutdown), the replication connection, keepalives and the status
+ * starts, shutdown), the replication connection and how it is read
+ * (batched reads while catching up, see below), keepalives and the status
  * updates sent to the publisher.
  *
  * Invariants kept here:
@@ -18,6 +19,9 @@
  *	  computed by dispatch.c);
  *	- while queue memory is full the leader stops reading but keeps sending
  *	  status updates, so the walsender never times out (invariant 5);
+ *	- batching reads delays reads and unrequested status updates by a
+ *	  bounded time and never changes what is applied or reported; a status
+ *	  update the publisher asks for is always sent at once;
  *	- any failed worker stops the whole engine; the launcher restarts it
  *	  from the origin after parallel_apply.retry_interval (invariant 4);
  *	- if the subscription is enabled by hand, dropped, or detached, the
@@ -26,6 +30,8 @@
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
+
+#include <sys/socket.h>
 
 #include "access/xact.h"
 #include "access/xlog.h"
@@ -50,6 +56,31 @@
 #include "utils/timestamp.h"
 
 PaLeader	pa_leader;
+
+/*
+ * Reading in batches while catching up.
+ *
+ * The walsender sends each pgoutput message as soon as it is decoded.  A
+ * leader that reads faster than the walsender decodes sleeps and is woken
+ * once or more per transaction, and sends a status update after every wake.
+ * Measured on 2 CPUs with a backlog of 80,000 one-row transactions: 0.3 to
+ * 0.4 leader wake-ups per transaction and, over a Unix-domain socket, 0.21
+ * status updates; over TCP, batching cut the leader's CPU time for that
+ * backlog from 0.5 s to 0.2 s.
+ *
+ * So while the leader is behind -- the newest transaction received committed
+ * on the publisher PA_BATCH_LAG_MS ago or more -- and each wait ends with
+ * data, it asks the kernel (SO_RCVLOWAT) to wake it only once
+ * parallel_apply.receive_batch bytes are waiting, waits PA_BATCH_WAIT_MS at
+ * most, and sends status updates nobody asked for at most every
+ * PA_BATCH_FEEDBACK_MS.  A wait that ends without data, or a leader that has
+ * caught up, ends batching: a caught-up leader is woken by every message, as
+ * the built-in worker is.  Batching only delays reads, by PA_BATCH_WAIT_MS at
+ * most; it never decides what is applied.
+ */
+#define PA_BATCH_LAG_MS			100
+#define PA_BATCH_WAIT_MS		1
+#define PA_BATCH_FEEDBACK_MS	100
 
 static bool subscription_changed = true;
 static TimestampTz last_recv_time = 0;
@@ -241,6 +272,9 @@ pa_leader_send_feedback(bool force, bool request_reply)
 		!TimestampDifferenceExceeds(send_time, now,
 									wal_receiver_status_interval * 1000))
 		return;
+	if (!force && pa_leader.batching &&
+		!TimestampDifferenceExceeds(send_time, now, PA_BATCH_FEEDBACK_MS))
+		return;
 	send_time = now;
 
 	if (reply_message == NULL)
@@ -329,6 +363,10 @@ pa_leader_idle(bool for_chunk)
 	last_recv_time = GetCurrentTimestamp();
 }
 
+/*
+ * Register the apply workers; wait_for_workers() waits until they have
+ * started, so that their start-up overlaps the connection to the publisher.
+ */
 static void
 start_workers(void)
 {
@@ -341,7 +379,6 @@ start_workers(void)
 	{
 		BackgroundWorker bgw;
 		PaWorkerArgs args;
-		pid_t		pid;
 
 		memset(&bgw, 0, sizeof(bgw));
 		memset(&args, 0, sizeof(args));
@@ -372,6 +409,18 @@ start_workers(void)
 					 errdetail("parallel_apply needs %d apply workers for subscription \"%s\".",
 							   pa_leader.nworkers, pa_leader.mysub->name),
 					 errhint("You might need to increase max_worker_processes, or decrease parallel_apply.workers.")));
+	}
+}
+
+static void
+wait_for_workers(void)
+{
+	int			i;
+
+	for (i = 0; i < pa_leader.nworkers; i++)
+	{
+		pid_t		pid;
+
 		if (WaitForBackgroundWorkerStartup(pa_leader.handles[i], &pid) != BGWH_STARTED)
 			ereport(ERROR,
 					(errcode(ERRCODE_INTERNAL_ERROR),
@@ -416,6 +465,36 @@ wait_for_exclusive_start(void)
 	}
 }
 
+/*
+ * Start or end batched reads (see the comment at the top).  Batching goes
+ * on while the last wait ended with data and the newest transaction
+ * received committed PA_BATCH_LAG_MS ago or more.
+ */
+static void
+set_batching(pgsocket fd, bool got_data)
+{
+	static int	lowat = 1;		/* the socket's SO_RCVLOWAT */
+	int			want;
+
+	pa_leader.batching = (got_data && pa_receive_batch > 0 &&
+						  pa_leader.last_commit_time != 0 &&
+						  TimestampDifferenceExceeds(pa_leader.last_commit_time,
+													 GetCurrentTimestamp(),
+													 PA_BATCH_LAG_MS));
+	want = pa_leader.batching ? pa_receive_batch : 1;
+	if (want == lowat)
+		return;
+
+	/*
+	 * Honoured by TCP sockets; a Unix-domain socket ignores it and wakes us
+	 * for every message, which costs wake-ups but nothing else.
+	 */
+	if (setsockopt(fd, SOL_SOCKET, SO_RCVLOWAT, &want, sizeof(want)) < 0)
+		elog(DEBUG1, "parallel_apply could not set SO_RCVLOWAT: %m");
+	lowat = want;
+	elog(DEBUG1, "parallel_apply leader reads in batches of %d bytes", want);
+}
+
 static void
 leader_loop(void)
 {
@@ -432,6 +511,7 @@ leader_loop(void)
 		char	   *buf = NULL;
 		int			len;
 		int			rc;
+		bool		got_data;
 
 		periodic_checks();
 
@@ -444,7 +524,8 @@ leader_loop(void)
 
 		MemoryContextSwitchTo(LeaderMessageContext);
 		len = walrcv_receive(pa_leader.conn, &buf, &fd);
-		if (len != 0)
+		got_data = (len != 0);
+		if (got_data)
 		{
 			last_recv_time = GetCurrentTimestamp();
 			ping_sent = false;
@@ -498,6 +579,9 @@ leader_loop(void)
 
 		pa_dispatch_flush();
 		pa_dispatch_process_completions();
+		set_batching(fd, got_data);
+		if (!got_data)
+			pa_dispatch_flush_wal_if_idle();
 		pa_leader_send_feedback(false, false);
 
 		/*
@@ -516,12 +600,14 @@ leader_loop(void)
 			waitset_fd = fd;
 		}
 		rc = 0;
-		if (WaitEventSetWait(waitset, 1000L, &event, 1, PG_WAIT_EXTENSION) == 0)
+		if (WaitEventSetWait(waitset,
+							 pa_leader.batching ? PA_BATCH_WAIT_MS : 1000L,
+							 &event, 1, PG_WAIT_EXTENSION) == 0)
 			rc = WL_TIMEOUT;
 		else if (event.events & WL_LATCH_SET)
 			ResetLatch(MyLatch);
 
-		if (rc & WL_TIMEOUT && wal_receiver_timeout > 0)
+		if (rc & WL_TIMEOUT && !pa_leader.batching && wal_receiver_timeout > 0)
 		{
 			TimestampTz now = GetCurrentTimestamp();
 			bool		request_reply = false;
@@ -672,6 +758,7 @@ pa_leader_main(Datum main_arg)
 
 	walrcv_startstreaming(pa_leader.conn, &options);
 	pa_leader.last_received = origin_startpos;
+	wait_for_workers();
 
 	ereport(LOG,
 			(errmsg("parallel_apply leader for subscription \"%s\" has started with %d workers at %X/%X",

@@ -8,8 +8,9 @@
  * description from the last RELATION message and, once the relation has
  * been opened, the local table it resolves to by schema and name, the
  * attribute map from local columns to remote columns (matched by name, in
- * any order) and whether the local replica identity allows UPDATE/DELETE.
- * It also owns the partition map, keyed by (remote relation, leaf
+ * any order), whether the local replica identity allows UPDATE/DELETE, and
+ * each local column's input function (looked up at its first use, not for
+ * every value as PostgreSQL 15 does).  It also owns the partition map, keyed by (remote relation, leaf
  * partition), used when a partitioned table is the target.
  *
  * Invariants:
@@ -22,7 +23,8 @@
  *	  reached only after the local relation was locked and the data built
  *	  under that lock.  The relcache callback resets any entry whose local
  *	  relation (or, for a partition entry, whose partitioned parent) changed,
- *	  so local DDL is picked up at the next open.
+ *	  so local DDL is picked up at the next open; the cached input functions
+ *	  are part of the local-side data and are dropped with it.
  *	- An ERROR between open and close leaves localrel dangling; the
  *	  relcache reference is released by transaction abort and the open
  *	  functions overwrite localrel, so a worker can go on after an error.
@@ -80,6 +82,19 @@ typedef struct PaPartHashEntry
 static MemoryContext PaRelMapContext = NULL;
 static HTAB *PaRelMap = NULL;
 static HTAB *PaPartMap = NULL;
+
+/* Drop an entry's local-side data: its attribute map and column inputs */
+static void
+free_local_data(PaRelMapEntry *entry)
+{
+	if (entry->attrmap)
+		free_attrmap(entry->attrmap);
+	entry->attrmap = NULL;
+	if (entry->inputcxt)
+		MemoryContextDelete(entry->inputcxt);
+	entry->inputcxt = NULL;
+	entry->colinput = NULL;
+}
 
 static void pa_relmap_invalidate_cb(Datum arg, Oid reloid);
 static bool remoterel_equal(LogicalRepRelation *a, LogicalRepRelation *b);
@@ -235,8 +250,7 @@ pa_partmap_reset(LogicalRepRelId remoteid)
 		if (ph->key.remoteid != remoteid)
 			continue;
 
-		if (ph->entry.attrmap)
-			free_attrmap(ph->entry.attrmap);
+		free_local_data(&ph->entry);
 		/* removing the element just returned by hash_seq_search is allowed */
 		if (hash_search(PaPartMap, &ph->key, HASH_REMOVE, NULL) == NULL)
 			elog(ERROR, "parallel_apply partition map is corrupted");
@@ -268,8 +282,7 @@ pa_relmap_update(LogicalRepRelation *remoterel)
 
 		pa_partmap_reset(remoterel->remoteid);
 		remoterel_free(entry->remoterel);
-		if (entry->attrmap)
-			free_attrmap(entry->attrmap);
+		free_local_data(entry);
 	}
 
 	memset(entry, 0, sizeof(PaRelMapEntry));
@@ -386,11 +399,7 @@ pa_rel_build(PaRelMapEntry *entry, LOCKMODE lockmode)
 	int			i;
 
 	entry->state = PA_RELMAP_INVALID;
-	if (entry->attrmap)
-	{
-		free_attrmap(entry->attrmap);
-		entry->attrmap = NULL;
-	}
+	free_local_data(entry);
 
 	relid = RangeVarGetRelid(makeRangeVar(remoterel->nspname,
 										  remoterel->relname, -1),
@@ -579,11 +588,7 @@ pa_partition_open(PaRelMapEntry *root, Relation partrel, AttrMap *map)
 	entry->localreloid = key.partoid;
 	ph->parentreloid = root->localreloid;
 
-	if (entry->attrmap)
-	{
-		free_attrmap(entry->attrmap);
-		entry->attrmap = NULL;
-	}
+	free_local_data(entry);
 
 	/* Compose partition -> root -> remote. */
 	oldctx = MemoryContextSwitchTo(PaRelMapContext);
@@ -612,4 +617,43 @@ pa_partition_open(PaRelMapEntry *root, Relation partrel, AttrMap *map)
 		entry->state = PA_RELMAP_VALID;
 
 	return entry;
+}
+
+/*
+ * The input function converting values of local column attoff from the
+ * given wire format (LOGICALREP_COLUMN_TEXT or _BINARY), looked up once per
+ * column and kept until the entry's local data is rebuilt.  PostgreSQL 15
+ * looks it up for every value.
+ */
+FmgrInfo *
+pa_rel_column_input(PaRelMapEntry *entry, int attoff, Oid typid, char format,
+					Oid *typioparam)
+{
+	PaColumnInput *in;
+
+	Assert(entry->attrmap != NULL && attoff < entry->attrmap->maplen);
+	if (entry->colinput == NULL)
+	{
+		entry->inputcxt = AllocSetContextCreate(PaRelMapContext,
+												"parallel_apply column input",
+												ALLOCSET_SMALL_SIZES);
+		entry->colinput = MemoryContextAllocZero(entry->inputcxt,
+												 sizeof(PaColumnInput) *
+												 entry->attrmap->maplen);
+	}
+	in = &entry->colinput[attoff];
+	if (in->format != format)
+	{
+		Oid			func;
+
+		in->format = 0;
+		if (format == LOGICALREP_COLUMN_TEXT)
+			getTypeInputInfo(typid, &func, &in->typioparam);
+		else
+			getTypeBinaryInputInfo(typid, &func, &in->typioparam);
+		fmgr_info_cxt(func, &in->func, entry->inputcxt);
+		in->format = format;
+	}
+	*typioparam = in->typioparam;
+	return &in->func;
 }

@@ -308,6 +308,29 @@ foreach my $p (@prefixes)
 		"$p: column added on the publisher arrives");
 }
 
+# A column's type changed on the subscriber while attached: the workers
+# cache each column's input function, and must look it up again (text mode:
+# int4 values still parse as numeric and as text; a stale int4in would store
+# an int4 datum into a numeric or text column).
+$sub->safe_psql(
+	'postgres', q{
+ALTER TABLE txt_types ALTER COLUMN c_int4 TYPE numeric;
+ALTER TABLE txt_types ALTER COLUMN c_int2 TYPE text;
+});
+$pub->safe_psql(
+	'postgres', q{
+INSERT INTO txt_types (id, c_text, c_int2, c_int4) VALUES (9, 'nine', 9, 99999);
+UPDATE txt_types SET c_int4 = 123456, c_int2 = -7 WHERE id = 1;
+});
+pa_catchup($pub, 'sub_txt');
+is( $sub->safe_psql(
+		'postgres',
+		"SELECT string_agg(id || ':' || c_int2 || ':' || (c_int4 + 0.5), ',' ORDER BY id) FROM txt_types WHERE id IN (1, 9)"
+	),
+	'1:-7:123456.5,9:9:99999.5',
+	'column types changed on the subscriber: values converted with the new types');
+pa_check_equal($pub, $sub, 'txt_types');
+
 # TRUNCATE: CASCADE over parent/child, and of a table that is partitioned on
 # the subscriber; then more rows, in the same and in later transactions.
 foreach my $p (@prefixes)
