@@ -370,6 +370,26 @@ BEGIN
 END
 \$\$;"
 
+# The end of the backlog, seen on the subscriber: the load is followed by one
+# row in pa_bench_marker (published with the pgbench tables); on the
+# subscriber an ENABLE ALWAYS trigger notes when it is applied.  Nothing polls
+# the subscriber, and the pgbench tables carry no trigger: an open snapshot or
+# a per-row trigger there would slow the apply being measured (a waiter that
+# held a snapshot made the built-in apply 25 times slower).
+MARKER_PUB_SQL="CREATE TABLE pa_bench_marker (id int PRIMARY KEY, note text)"
+MARKER_SUB_SQL="
+CREATE TABLE pa_bench_marker (id int PRIMARY KEY, note text);
+CREATE TABLE pa_bench_marker_seen (id int, at float8);
+CREATE FUNCTION pa_bench_marker_seen() RETURNS trigger LANGUAGE plpgsql AS \$\$
+BEGIN
+    -- apply workers run with an empty search_path
+    INSERT INTO public.pa_bench_marker_seen VALUES (NEW.id, extract(epoch FROM pg_catalog.clock_timestamp()));
+    RETURN NULL;
+END
+\$\$;
+CREATE TRIGGER seen AFTER INSERT ON pa_bench_marker FOR EACH ROW EXECUTE FUNCTION public.pa_bench_marker_seen();
+ALTER TABLE pa_bench_marker ENABLE ALWAYS TRIGGER seen;"
+
 HOT_FILE="$WORK/hot.sql"
 cat >"$HOT_FILE" <<EOF
 \set aid random(1, $HOT_ROWS)
@@ -412,7 +432,7 @@ CPU_MODEL="$(awk -F': *' '/^model name/{print $2; exit}' /proc/cpuinfo)"
 cat "$OUT/machine.txt" >&2
 
 CSV="$OUT/results.csv"
-echo "mode,workers,txns,seconds,rate,speedup_vs_builtin,sync_commit,script,scale,clients,allocator,run,status,load_tps,so_md5,first_progress_s,cpu_clusters_pct,cpu_other_pct" >"$CSV"
+echo "mode,workers,txns,seconds,rate,speedup_vs_builtin,sync_commit,script,scale,clients,allocator,run,status,load_tps,so_md5,first_progress_s,cpu_clusters_pct,cpu_other_pct,applied_seconds,applied_rate,applied_speedup_vs_builtin" >"$CSV"
 RESULTS_FILE="$WORK/results.lst"	# lines "mode|workers|txns|seconds|rate|run|status|load_tps|so_md5|first_progress_s|cpu_clusters_pct|cpu_other_pct"
 : >"$RESULTS_FILE"
 FAILED=0
@@ -450,7 +470,7 @@ run_mode() {	# run_mode MODE WORKERS RUN
 	local mode="$1" w="$2" run="$3"
 	local label="$mode${w:+-$w}-run$run"
 	[ "$mode" = builtin ] && label="builtin-run$run"
-	local status=ok seconds="" rate="" load_tps="" build first_s="" cpu_ours="" cpu_other=""
+	local status=ok seconds="" rate="" load_tps="" build first_s="" cpu_ours="" cpu_other="" applied_s="" applied_rate=""
 	build="$(so_md5)"
 
 	log "=== $label: fresh clusters"
@@ -482,7 +502,9 @@ run_mode() {	# run_mode MODE WORKERS RUN
 
 	# pgbench_history has no primary key: it is insert-only, which the
 	# default replica identity publishes fine.
-	pub "CREATE PUBLICATION $PUBNAME FOR TABLE ${TABLES// /, }"
+	pub "$MARKER_PUB_SQL"
+	sub "$MARKER_SUB_SQL"
+	pub "CREATE PUBLICATION $PUBNAME FOR TABLE ${TABLES// /, }, pa_bench_marker"
 	sub "CREATE SUBSCRIPTION $SUBNAME
 	       CONNECTION 'host=127.0.0.1 port=$PUB_PORT dbname=$DB user=postgres'
 	       PUBLICATION $PUBNAME WITH (copy_data = true)"
@@ -495,7 +517,7 @@ run_mode() {	# run_mode MODE WORKERS RUN
 		                  WHERE s.subname = '$SUBNAME' AND r.srsubstate <> 'r'")"
 		local nrel; nrel="$(sub "SELECT count(*) FROM pg_subscription_rel r JOIN pg_subscription s ON s.oid = r.srsubid
 		                  WHERE s.subname = '$SUBNAME'")"
-		[ "$notready" = 0 ] && [ "$nrel" = 4 ] && break
+		[ "$notready" = 0 ] && [ "$nrel" = 5 ] && break
 		t=$((t + 1))
 		if [ "$t" -gt $((SYNC_TIMEOUT * 2)) ]; then
 			log "initial sync did not finish in ${SYNC_TIMEOUT}s"; tail -n 30 "$WORK/sub.log" >&2
@@ -530,6 +552,8 @@ run_mode() {	# run_mode MODE WORKERS RUN
 	done_tx="$(sed -n 's/^number of transactions actually processed: \([0-9]*\).*/\1/p' "$WORK/load.log")"
 	load_tps="$(sed -n 's/^tps = \([0-9.]*\) .*/\1/p' "$WORK/load.log" | tail -n 1)"
 	[ -n "$done_tx" ] || { cat "$WORK/load.log" >&2; record "$mode|$w|$TXNS|||$run|LOAD_FAILED|"; return 1; }
+	# The marker row ends the backlog (see MARKER_SUB_SQL).
+	pub "INSERT INTO pa_bench_marker VALUES ($run, 'end of the backlog')"
 	local target
 	target="$(pub "SELECT pg_current_wal_lsn()")"
 	local backlog_mb
@@ -589,8 +613,15 @@ run_mode() {	# run_mode MODE WORKERS RUN
 		fi
 		wait "$WAITER_PID" 2>/dev/null || true
 		WAITER_PID=""
-		local reached
+		local reached applied_at
 		reached="$(head -n 1 "$WORK/wait.out" | cut -d'|' -f1)"
+		if [ -n "$reached" ]; then
+			applied_at="$(sub "SELECT at FROM pa_bench_marker_seen WHERE id = $run")"
+			if [ -n "$applied_at" ]; then
+				applied_s="$(awk -v a="$applied_at" -v b="$t0" 'BEGIN { printf "%.3f", a - b }')"
+				applied_rate="$(awk -v n="$done_tx" -v s="$applied_s" 'BEGIN { printf "%.1f", (s > 0 ? n / s : 0) }')"
+			fi
+		fi
 		if [ -n "$crash" ]; then
 			status=CRASHED
 			log "CRASH: the subscriber crashed during catch-up; the run is void:"
@@ -608,7 +639,7 @@ run_mode() {	# run_mode MODE WORKERS RUN
 				oth = (c - o) / t * 100; if (oth < 0) oth = 0; printf "%.0f %.0f\n", o / t * 100, oth }')
 			first="$(head -n 1 "$WORK/wait.out" | cut -d'|' -f4)"
 			[ -n "$first" ] && first_s="$(awk -v a="$first" -v b="$t0" 'BEGIN { printf "%.2f", a - b }')"
-			log "caught up: $done_tx transactions in $seconds s = $rate tx/s (first progress after ${first_s:-?} s)"
+			log "caught up: $done_tx transactions in $seconds s = $rate tx/s (first progress after ${first_s:-?} s); applied on the subscriber after ${applied_s:-?} s = ${applied_rate:-?} tx/s"
 			log "CPU during the catch-up: both clusters ${cpu_ours}%, other processes ${cpu_other}% of $NCPU CPUs"
 			if [ "${cpu_other:-0}" -ge 10 ]; then
 				log "WARNING: other processes used ${cpu_other}% of the machine during this measurement: the figure is disturbed"
@@ -665,7 +696,7 @@ run_mode() {	# run_mode MODE WORKERS RUN
 	if [ "$(so_md5)" != "$build" ]; then
 		log "WARNING: $PKGLIBDIR/parallel_apply.so was replaced during this mode (make install elsewhere?); its checksum at the start was $build (running servers keep the library they loaded)"
 	fi
-	record "$mode|$w|$done_tx|$seconds|$rate|$run|$status|$load_tps|$build|$first_s|$cpu_ours|$cpu_other"
+	record "$mode|$w|$done_tx|$seconds|$rate|$run|$status|$load_tps|$build|$first_s|$cpu_ours|$cpu_other|$applied_s|$applied_rate"
 	stop_cluster sub; stop_cluster pub
 	cp "$WORK/sub.log" "$OUT/logs/$label.sub.log" 2>/dev/null || true
 	cp "$WORK/pub.log" "$OUT/logs/$label.pub.log" 2>/dev/null || true
@@ -702,10 +733,13 @@ for ((run = 1; run <= REPEAT; run++)); do
 done
 
 # ------------------------------------------------------------------ report --
-builtin_rate() {	# builtin_rate RUN -> rate of the built-in mode in that run
-	local m rate run st
-	while IFS='|' read -r m _ _ _ rate run st _; do
-		if [ "$m" = builtin ] && [ "$run" = "$1" ] && [ "$st" = ok ]; then echo "$rate"; return; fi
+builtin_rate() {	# builtin_rate RUN [FIELD] -> rate (or field FIELD) of the built-in mode in that run
+	local line
+	while IFS= read -r line; do
+		IFS='|' read -r -a f <<<"$line"
+		if [ "${f[0]}" = builtin ] && [ "${f[5]}" = "$1" ] && [ "${f[6]}" = ok ]; then
+			echo "${f[${2:-4}]:-}"; return
+		fi
 	done <"$RESULTS_FILE"
 }
 
@@ -716,23 +750,30 @@ TABLE="$OUT/results.txt"
 	echo "machine: $(nproc) CPUs (${CPU_MODEL:-?}), $((MEM_KB / 1024 / 1024)) GiB RAM, $PG_VERSION, malloc: $ALLOCATOR"
 	echo "load:    pgbench $SCRIPT, scale $SCALE, $CLIENTS clients, $TXNS transactions; subscription synchronous_commit = $SYNC_COMMIT; fsync = on"
 	echo
-	printf '%-18s | %7s | %8s | %9s | %9s | %10s | %7s | %9s | %s\n' mode workers txns seconds "tx/s" "x built-in" "start s" "cpu/other" status
-	printf '%s\n' "-------------------+---------+----------+-----------+-----------+------------+---------+-----------+--------"
-	while IFS='|' read -r m w n s rate run st lt so fp co cx; do
+	printf '%-18s | %7s | %8s | %9s | %9s | %10s | %9s | %10s | %7s | %9s | %s\n' mode workers txns seconds "tx/s" "x built-in" "applied s" "x built-in" "start s" "cpu/other" status
+	printf '%s\n' "-------------------+---------+----------+-----------+-----------+------------+-----------+------------+---------+-----------+--------"
+	while IFS='|' read -r m w n s rate run st lt so fp co cx as ar; do
 		b="$(builtin_rate "$run")"
 		sp=""
 		if [ -n "$b" ] && [ -n "$rate" ] && [ "$st" = ok ]; then
 			sp="$(awk -v a="$rate" -v b="$b" 'BEGIN { printf "%.2f", a / b }')"
 		fi
+		ba="$(builtin_rate "$run" 13)"
+		asp=""
+		if [ -n "$ba" ] && [ -n "$ar" ] && [ "$st" = ok ]; then
+			asp="$(awk -v a="$ar" -v b="$ba" 'BEGIN { printf "%.2f", a / b }')"
+		fi
 		name="$m"; [ "$m" = builtin ] && name="built-in" || name="parallel_apply"
 		[ "$REPEAT" -gt 1 ] && name="$name #$run"
 		cpu="-"; [ -n "$co" ] && cpu="$co%/$cx%"
-		printf '%-18s | %7s | %8s | %9s | %9s | %10s | %7s | %9s | %s\n' "$name" "${w:--}" "$n" "${s:--}" "${rate:--}" "${sp:+${sp}x}" "${fp:--}" "$cpu" "$st"
-		echo "$m,$w,$n,$s,$rate,$sp,$SYNC_COMMIT,$SCRIPT,$SCALE,$CLIENTS,$ALLOCATOR,$run,$st,$lt,$so,$fp,$co,$cx" >>"$CSV"
+		printf '%-18s | %7s | %8s | %9s | %9s | %10s | %9s | %10s | %7s | %9s | %s\n' "$name" "${w:--}" "$n" "${s:--}" "${rate:--}" "${sp:+${sp}x}" "${as:--}" "${asp:+${asp}x}" "${fp:--}" "$cpu" "$st"
+		echo "$m,$w,$n,$s,$rate,$sp,$SYNC_COMMIT,$SCRIPT,$SCALE,$CLIENTS,$ALLOCATOR,$run,$st,$lt,$so,$fp,$co,$cx,$as,$ar,$asp" >>"$CSV"
 	done <"$RESULTS_FILE"
 	echo
 	echo "tx/s = pgbench transactions in the backlog / seconds from ENABLE (built-in) or attach()"
 	echo "(parallel_apply) until the publisher's slot confirmed_flush_lsn >= pg_current_wal_lsn() after the load;"
+	echo "applied s = seconds from ENABLE/attach() until a marker row written after the load was applied on the subscriber"
+	echo "(whether or not the publisher has been told yet); its x built-in compares those;"
 	echo "start s = seconds from ENABLE/attach() until the slot's confirmed_flush_lsn first moved (start-up included in seconds);"
 	echo "cpu/other = CPU used during the catch-up by both clusters / by everything else, in % of all $NCPU CPUs."
 } | tee "$TABLE"

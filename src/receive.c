@@ -73,13 +73,17 @@ PaLeader	pa_leader;
  * data, it asks the kernel (SO_RCVLOWAT) to wake it only once
  * parallel_apply.receive_batch bytes are waiting, waits PA_BATCH_WAIT_MS at
  * most, and sends status updates nobody asked for at most every
- * PA_BATCH_FEEDBACK_MS.  A wait that ends without data, or a leader that has
+ * PA_BATCH_FEEDBACK_MS.  No data for PA_BATCH_IDLE_MS, or a leader that has
  * caught up, ends batching: a caught-up leader is woken by every message, as
- * the built-in worker is.  Batching only delays reads, by PA_BATCH_WAIT_MS at
- * most; it never decides what is applied.
+ * the built-in worker is.  (Ending it at the first wait without data made it
+ * flap: on 2 CPUs the walsender is often preempted for a millisecond or more,
+ * and every flap costs a wake-up per message until batching resumes.)
+ * Batching only delays reads, by PA_BATCH_WAIT_MS at most while data comes
+ * and PA_BATCH_IDLE_MS when it stops; it never decides what is applied.
  */
 #define PA_BATCH_LAG_MS			100
 #define PA_BATCH_WAIT_MS		1
+#define PA_BATCH_IDLE_MS		10
 #define PA_BATCH_FEEDBACK_MS	100
 
 static bool subscription_changed = true;
@@ -467,20 +471,25 @@ wait_for_exclusive_start(void)
 
 /*
  * Start or end batched reads (see the comment at the top).  Batching goes
- * on while the last wait ended with data and the newest transaction
+ * on while data came within PA_BATCH_IDLE_MS and the newest transaction
  * received committed PA_BATCH_LAG_MS ago or more.
  */
 static void
 set_batching(pgsocket fd, bool got_data)
 {
 	static int	lowat = 1;		/* the socket's SO_RCVLOWAT */
+	static TimestampTz last_data = 0;
+	TimestampTz now = GetCurrentTimestamp();
 	int			want;
 
-	pa_leader.batching = (got_data && pa_receive_batch > 0 &&
+	if (got_data)
+		last_data = now;
+	pa_leader.batching = (pa_receive_batch > 0 &&
+						  !TimestampDifferenceExceeds(last_data, now,
+													  PA_BATCH_IDLE_MS) &&
 						  pa_leader.last_commit_time != 0 &&
 						  TimestampDifferenceExceeds(pa_leader.last_commit_time,
-													 GetCurrentTimestamp(),
-													 PA_BATCH_LAG_MS));
+													 now, PA_BATCH_LAG_MS));
 	want = pa_leader.batching ? pa_receive_batch : 1;
 	if (want == lowat)
 		return;
@@ -580,7 +589,7 @@ leader_loop(void)
 		pa_dispatch_flush();
 		pa_dispatch_process_completions();
 		set_batching(fd, got_data);
-		if (!got_data)
+		if (!got_data && !pa_leader.batching)
 			pa_dispatch_flush_wal_if_idle();
 		pa_leader_send_feedback(false, false);
 
