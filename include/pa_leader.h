@@ -35,7 +35,6 @@ typedef struct PaLeader
 	XLogRecPtr	last_received;	/* highest LSN received from the publisher */
 	TimestampTz last_commit_time;	/* publisher's commit time of the newest
 									 * transaction received */
-	bool		batching;		/* catching up: reads batched (receive.c) */
 	int			nworkers;
 	bool		started_serial; /* re-applying a failed window serially */
 	BackgroundWorkerHandle *handles[PA_MAX_WORKERS];

@@ -86,6 +86,8 @@ PaLeader	pa_leader;
 #define PA_BATCH_IDLE_MS		10
 #define PA_BATCH_FEEDBACK_MS	100
 
+static bool batching = false;	/* reads are batched now */
+
 static bool subscription_changed = true;
 static TimestampTz last_recv_time = 0;
 static TimestampTz last_check_time = 0;
@@ -276,7 +278,7 @@ pa_leader_send_feedback(bool force, bool request_reply)
 		!TimestampDifferenceExceeds(send_time, now,
 									wal_receiver_status_interval * 1000))
 		return;
-	if (!force && pa_leader.batching &&
+	if (!force && batching &&
 		!TimestampDifferenceExceeds(send_time, now, PA_BATCH_FEEDBACK_MS))
 		return;
 	send_time = now;
@@ -484,13 +486,13 @@ set_batching(pgsocket fd, bool got_data)
 
 	if (got_data)
 		last_data = now;
-	pa_leader.batching = (pa_receive_batch > 0 &&
+	batching = (pa_receive_batch > 0 &&
 						  !TimestampDifferenceExceeds(last_data, now,
 													  PA_BATCH_IDLE_MS) &&
 						  pa_leader.last_commit_time != 0 &&
 						  TimestampDifferenceExceeds(pa_leader.last_commit_time,
 													 now, PA_BATCH_LAG_MS));
-	want = pa_leader.batching ? pa_receive_batch : 1;
+	want = batching ? pa_receive_batch : 1;
 	if (want == lowat)
 		return;
 
@@ -589,7 +591,7 @@ leader_loop(void)
 		pa_dispatch_flush();
 		pa_dispatch_process_completions();
 		set_batching(fd, got_data);
-		if (!got_data && !pa_leader.batching)
+		if (!got_data && !batching)
 			pa_dispatch_flush_wal_if_idle();
 		pa_leader_send_feedback(false, false);
 
@@ -610,13 +612,13 @@ leader_loop(void)
 		}
 		rc = 0;
 		if (WaitEventSetWait(waitset,
-							 pa_leader.batching ? PA_BATCH_WAIT_MS : 1000L,
+							 batching ? PA_BATCH_WAIT_MS : 1000L,
 							 &event, 1, PG_WAIT_EXTENSION) == 0)
 			rc = WL_TIMEOUT;
 		else if (event.events & WL_LATCH_SET)
 			ResetLatch(MyLatch);
 
-		if (rc & WL_TIMEOUT && !pa_leader.batching && wal_receiver_timeout > 0)
+		if (rc & WL_TIMEOUT && !batching && wal_receiver_timeout > 0)
 		{
 			TimestampTz now = GetCurrentTimestamp();
 			bool		request_reply = false;

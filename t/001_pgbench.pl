@@ -29,11 +29,7 @@ my $pub = pa_publisher('publisher');
 my $sub = pa_subscriber('subscriber', workers => 1);
 
 # pgbench schema + data on the publisher, empty schema with keys on the subscriber
-$pub->command_ok([ 'pgbench', '-i', '-q', '-s', '1', 'postgres' ],
-	'pgbench -i on publisher');
-$sub->command_ok([ 'pgbench', '-i', '-q', '-I', 'dtp', 'postgres' ],
-	'pgbench schema on subscriber');
-pa_seq_setup($pub, $sub);
+pa_pgbench_init($pub, $sub);
 
 pa_subscribe($pub, $sub, 'sub');
 pa_check_equal($pub, $sub, @pgbench_tables, 'seq_log');

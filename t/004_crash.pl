@@ -26,11 +26,7 @@ my @tables =
 my $pub = pa_publisher('publisher');
 my $sub = pa_subscriber('subscriber', workers => 4);
 
-$pub->command_ok([ 'pgbench', '-i', '-q', '-s', '1', 'postgres' ],
-	'pgbench -i on publisher');
-$sub->command_ok([ 'pgbench', '-i', '-q', '-I', 'dtp', 'postgres' ],
-	'pgbench schema on subscriber');
-pa_seq_setup($pub, $sub);
+pa_pgbench_init($pub, $sub);
 pa_subscribe($pub, $sub, 'sub');
 pa_attach($sub, 'sub');
 
@@ -65,33 +61,26 @@ SKIP:
 {
 	skip 'PA_NO_ENGINE set', 1 unless pa_engine();
 
-	crash_under_load(
-		'kill -9 apply worker',
-		sub {
-			my ($logpos) = @_;
-			my @w = pa_engine_pids($sub, 'parallel_apply worker');
-			ok(@w >= 1, 'apply workers running: ' . join(',', @w));
-			kill 'KILL', $w[0];
-			pa_wait_log($sub,
-				qr/\(PID $w[0]\) was terminated by signal 9/, $logpos);
-			pa_wait_log($sub, qr/all server processes terminated; reinitializing/,
-				$logpos);
-			pass("apply worker $w[0] killed, postmaster reinitialized");
-		});
+	# kill -9 the first process of that backend type (between $min_running
+	# and $max_running of them must run); the postmaster must notice and
+	# reinitialize
+	my $kill_one = sub {
+		my ($backend_type, $what, $min_running, $max_running, $logpos) = @_;
+		my @p = pa_engine_pids($sub, $backend_type);
+		ok(@p >= $min_running && @p <= $max_running,
+			"$what running: " . join(',', @p));
+		kill 'KILL', $p[0];
+		pa_wait_log($sub, qr/\(PID $p[0]\) was terminated by signal 9/,
+			$logpos);
+		pa_wait_log($sub, qr/all server processes terminated; reinitializing/,
+			$logpos);
+		pass("$what $p[0] killed, postmaster reinitialized");
+	};
 
-	crash_under_load(
-		'kill -9 leader',
-		sub {
-			my ($logpos) = @_;
-			my @l = pa_engine_pids($sub, 'parallel_apply leader');
-			is(scalar(@l), 1, 'one leader running');
-			kill 'KILL', $l[0];
-			pa_wait_log($sub,
-				qr/\(PID $l[0]\) was terminated by signal 9/, $logpos);
-			pa_wait_log($sub, qr/all server processes terminated; reinitializing/,
-				$logpos);
-			pass("leader $l[0] killed, postmaster reinitialized");
-		});
+	crash_under_load('kill -9 apply worker',
+		sub { $kill_one->('parallel_apply worker', 'apply worker', 1, 32, @_) });
+	crash_under_load('kill -9 leader',
+		sub { $kill_one->('parallel_apply leader', 'leader', 1, 1, @_) });
 }
 
 crash_under_load(

@@ -263,10 +263,7 @@ sub run
 			next if $bench && pa_bg_running($bench);
 			$target = $pub->lsn('insert');
 		}
-		last
-		  if $pub->safe_psql('postgres',
-			"SELECT coalesce(bool_and(replay_lsn >= '$target'), false) FROM pg_stat_replication WHERE application_name = 'sub'"
-		  ) eq 't';
+		last if pa_replayed($pub, 'sub', $target);
 		die "$label: subscriber did not catch up" if time > $deadline;
 	}
 	session_quit($reader);

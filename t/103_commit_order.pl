@@ -44,11 +44,7 @@ my $pub = pa_publisher('publisher');
 my $sub = pa_subscriber('subscriber', workers => 4,
 	conf => "parallel_apply.group_size = 1\n");
 
-$pub->command_ok([ 'pgbench', '-i', '-q', '-s', '1', 'postgres' ],
-	'pgbench -i -s 1 on the publisher');
-$sub->command_ok([ 'pgbench', '-i', '-q', '-I', 'dtp', 'postgres' ],
-	'empty pgbench tables on the subscriber');
-pa_seq_setup($pub, $sub);
+pa_pgbench_init($pub, $sub);
 pa_subscribe($pub, $sub, 'sub');
 pa_check_equal($pub, $sub, @tables);
 pa_attach($sub, 'sub');
@@ -108,10 +104,7 @@ sub read_until_caught_up
 			$target = $pub->lsn('insert');
 			$final_history = $pub->safe_psql('postgres', $history_count);
 		}
-		last
-		  if $pub->safe_psql('postgres',
-			"SELECT coalesce(bool_and(replay_lsn >= '$target'), false) FROM pg_stat_replication WHERE application_name = 'sub'"
-		  ) eq 't';
+		last if pa_replayed($pub, 'sub', $target);
 		die "$label: subscriber did not catch up" if time > $deadline;
 	}
 	session_quit($reader);

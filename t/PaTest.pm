@@ -49,6 +49,8 @@ our @EXPORT = qw(
   pa_table_hash
   pa_check_seq
   pa_seq_setup
+  pa_pgbench_init
+  pa_replayed
   pa_seq_load
   pa_bg
   pa_bg_running
@@ -490,6 +492,44 @@ sub pa_seq_setup
 		'CREATE SEQUENCE seq_log_n; CREATE TABLE seq_log (n bigint PRIMARY KEY, at timestamptz DEFAULT now())'
 	);
 	return;
+}
+
+=pod
+
+=item pa_pgbench_init($pub, $sub)
+
+pgbench tables at scale 1 on the publisher, the same tables empty with
+their keys on the subscriber, and seq_log on both (pa_seq_setup).
+
+=cut
+
+sub pa_pgbench_init
+{
+	my ($pub, $sub) = @_;
+	$pub->command_ok([ 'pgbench', '-i', '-q', '-s', '1', 'postgres' ],
+		'pgbench -i on publisher');
+	$sub->command_ok([ 'pgbench', '-i', '-q', '-I', 'dtp', 'postgres' ],
+		'pgbench schema on subscriber');
+	pa_seq_setup($pub, $sub);
+	return;
+}
+
+=pod
+
+=item pa_replayed($pub, $subname, $target)
+
+True if the publisher's walsender for $subname reports a replay (apply)
+position at or past $target; a non-blocking check, for loops that do
+other work while they wait.
+
+=cut
+
+sub pa_replayed
+{
+	my ($pub, $subname, $target) = @_;
+	return $pub->safe_psql('postgres',
+		"SELECT coalesce(bool_and(replay_lsn >= '$target'), false) FROM pg_stat_replication WHERE application_name = '$subname'"
+	) eq 't';
 }
 
 my $script_counter = 0;
