@@ -432,8 +432,8 @@ CPU_MODEL="$(awk -F': *' '/^model name/{print $2; exit}' /proc/cpuinfo)"
 cat "$OUT/machine.txt" >&2
 
 CSV="$OUT/results.csv"
-echo "mode,workers,txns,seconds,rate,speedup_vs_builtin,sync_commit,script,scale,clients,allocator,run,status,load_tps,so_md5,first_progress_s,cpu_clusters_pct,cpu_other_pct,applied_seconds,applied_rate,applied_speedup_vs_builtin" >"$CSV"
-RESULTS_FILE="$WORK/results.lst"	# lines "mode|workers|txns|seconds|rate|run|status|load_tps|so_md5|first_progress_s|cpu_clusters_pct|cpu_other_pct"
+echo "mode,workers,txns,seconds,rate,speedup_vs_builtin,sync_commit,script,scale,clients,allocator,run,status,load_tps,so_md5,first_progress_s,cpu_clusters_pct,cpu_other_pct,applied_seconds,applied_rate,applied_speedup_vs_builtin,walsender_cpu_s,apply_cpu_s,tcp_segments" >"$CSV"
+RESULTS_FILE="$WORK/results.lst"	# lines "mode|workers|txns|seconds|rate|run|status|load_tps|so_md5|first_progress_s|cpu_clusters_pct|cpu_other_pct|applied_s|applied_rate|walsender_cpu_s|apply_cpu_s|tcp_segments"
 : >"$RESULTS_FILE"
 FAILED=0
 record() { echo "$1" >>"$RESULTS_FILE"; }
@@ -459,6 +459,33 @@ cluster_ticks() {	# utime+stime of both postmasters and their children
 	echo "$total"
 }
 
+# CPU seconds of the processes that carry the stream, each counted from its
+# start (ENABLE or attach() starts a new walsender and new apply processes):
+# "walsender apply", apply = the built-in apply worker, or leader + workers.
+role_cpu() {
+	local pm p t cmd ws=0 ap=0
+	for pm in "$WORK/pub/postmaster.pid" "$WORK/sub/postmaster.pid"; do
+		[ -f "$pm" ] || continue
+		for p in $(pgrep -P "$(head -n 1 "$pm")" || true); do
+			cmd="$(tr '\0' ' ' <"/proc/$p/cmdline" 2>/dev/null)" || continue
+			t="$(sed 's/^.*) //' "/proc/$p/stat" 2>/dev/null | awk '{ print $12 + $13 }')" || t=0
+			case "$cmd" in
+				*walsender*) ws=$((ws + ${t:-0})) ;;
+				*"logical replication worker"*|*"parallel_apply leader"*|*"parallel_apply worker"*) ap=$((ap + ${t:-0})) ;;
+			esac
+		done
+	done
+	awk -v w="$ws" -v a="$ap" -v hz="$CLK_TCK" 'BEGIN { printf "%.2f %.2f\n", w / hz, a / hz }'
+}
+
+# TCP segments sent by this machine (the replication connection is the only
+# TCP traffic of the benchmark; everything else uses the Unix socket).  A
+# walsender whose reader keeps up sends each message in a segment of its
+# own; one whose reader lags queues them and sends few large segments.
+tcp_out_segs() {
+	awk '/^Tcp:/ { if (!h) { for (i = 1; i <= NF; i++) if ($i == "OutSegs") c = i; h = 1 } else { print $c; exit } }' /proc/net/snmp
+}
+
 # Cancel the waiter's query on the publisher (its psql then exits).
 stop_waiter() {
 	pub "SELECT pg_cancel_backend(pid) FROM pg_stat_activity WHERE application_name = 'pa_bench_wait'" postgres >/dev/null 2>&1 ||
@@ -471,6 +498,7 @@ run_mode() {	# run_mode MODE WORKERS RUN
 	local label="$mode${w:+-$w}-run$run"
 	[ "$mode" = builtin ] && label="builtin-run$run"
 	local status=ok seconds="" rate="" load_tps="" build first_s="" cpu_ours="" cpu_other="" applied_s="" applied_rate=""
+	local cpu_walsender="" cpu_apply="" tcp_segs=""
 	build="$(so_md5)"
 
 	log "=== $label: fresh clusters"
@@ -578,8 +606,8 @@ run_mode() {	# run_mode MODE WORKERS RUN
 		sleep 0.05
 	done
 
-	local t0 start_err="" cpu0 ours0
-	cpu0="$(machine_busy_ticks)"; ours0="$(cluster_ticks)"
+	local t0 start_err="" cpu0 ours0 segs0
+	cpu0="$(machine_busy_ticks)"; ours0="$(cluster_ticks)"; segs0="$(tcp_out_segs)"
 	t0="$(date +%s.%N)"
 	if [ "$mode" = builtin ]; then
 		log "start applying: ALTER SUBSCRIPTION $SUBNAME ENABLE"
@@ -608,6 +636,8 @@ run_mode() {	# run_mode MODE WORKERS RUN
 		# CPU accounting: as close to the end of the catch-up as we can see it
 		local cpu1 ours1 tcpu1
 		cpu1="$(machine_busy_ticks)"; ours1="$(cluster_ticks)"; tcpu1="$(date +%s.%N)"
+		read -r cpu_walsender cpu_apply < <(role_cpu)
+		tcp_segs=$(($(tcp_out_segs) - segs0))
 		if [ -n "$crash" ]; then
 			stop_waiter
 		fi
@@ -641,6 +671,7 @@ run_mode() {	# run_mode MODE WORKERS RUN
 			[ -n "$first" ] && first_s="$(awk -v a="$first" -v b="$t0" 'BEGIN { printf "%.2f", a - b }')"
 			log "caught up: $done_tx transactions in $seconds s = $rate tx/s (first progress after ${first_s:-?} s); applied on the subscriber after ${applied_s:-?} s = ${applied_rate:-?} tx/s"
 			log "CPU during the catch-up: both clusters ${cpu_ours}%, other processes ${cpu_other}% of $NCPU CPUs"
+			log "CPU seconds: walsender $cpu_walsender, apply processes $cpu_apply; TCP segments sent: $tcp_segs ($(awk -v a="$tcp_segs" -v n="$done_tx" 'BEGIN { printf "%.2f", a / n }') per transaction)"
 			if [ "${cpu_other:-0}" -ge 10 ]; then
 				log "WARNING: other processes used ${cpu_other}% of the machine during this measurement: the figure is disturbed"
 			fi
@@ -696,7 +727,7 @@ run_mode() {	# run_mode MODE WORKERS RUN
 	if [ "$(so_md5)" != "$build" ]; then
 		log "WARNING: $PKGLIBDIR/parallel_apply.so was replaced during this mode (make install elsewhere?); its checksum at the start was $build (running servers keep the library they loaded)"
 	fi
-	record "$mode|$w|$done_tx|$seconds|$rate|$run|$status|$load_tps|$build|$first_s|$cpu_ours|$cpu_other|$applied_s|$applied_rate"
+	record "$mode|$w|$done_tx|$seconds|$rate|$run|$status|$load_tps|$build|$first_s|$cpu_ours|$cpu_other|$applied_s|$applied_rate|$cpu_walsender|$cpu_apply|$tcp_segs"
 	stop_cluster sub; stop_cluster pub
 	cp "$WORK/sub.log" "$OUT/logs/$label.sub.log" 2>/dev/null || true
 	cp "$WORK/pub.log" "$OUT/logs/$label.pub.log" 2>/dev/null || true
@@ -750,9 +781,9 @@ TABLE="$OUT/results.txt"
 	echo "machine: $(nproc) CPUs (${CPU_MODEL:-?}), $((MEM_KB / 1024 / 1024)) GiB RAM, $PG_VERSION, malloc: $ALLOCATOR"
 	echo "load:    pgbench $SCRIPT, scale $SCALE, $CLIENTS clients, $TXNS transactions; subscription synchronous_commit = $SYNC_COMMIT; fsync = on"
 	echo
-	printf '%-18s | %7s | %8s | %9s | %9s | %10s | %9s | %10s | %7s | %9s | %s\n' mode workers txns seconds "tx/s" "x built-in" "applied s" "x built-in" "start s" "cpu/other" status
-	printf '%s\n' "-------------------+---------+----------+-----------+-----------+------------+-----------+------------+---------+-----------+--------"
-	while IFS='|' read -r m w n s rate run st lt so fp co cx as ar; do
+	printf '%-18s | %7s | %8s | %9s | %9s | %10s | %9s | %10s | %7s | %9s | %8s | %7s | %s\n' mode workers txns seconds "tx/s" "x built-in" "applied s" "x built-in" "start s" "cpu/other" "walsnd s" "segs/tx" status
+	printf '%s\n' "-------------------+---------+----------+-----------+-----------+------------+-----------+------------+---------+-----------+----------+---------+--------"
+	while IFS='|' read -r m w n s rate run st lt so fp co cx as ar cw ca ts; do
 		b="$(builtin_rate "$run")"
 		sp=""
 		if [ -n "$b" ] && [ -n "$rate" ] && [ "$st" = ok ]; then
@@ -766,8 +797,9 @@ TABLE="$OUT/results.txt"
 		name="$m"; [ "$m" = builtin ] && name="built-in" || name="parallel_apply"
 		[ "$REPEAT" -gt 1 ] && name="$name #$run"
 		cpu="-"; [ -n "$co" ] && cpu="$co%/$cx%"
-		printf '%-18s | %7s | %8s | %9s | %9s | %10s | %9s | %10s | %7s | %9s | %s\n' "$name" "${w:--}" "$n" "${s:--}" "${rate:--}" "${sp:+${sp}x}" "${as:--}" "${asp:+${asp}x}" "${fp:--}" "$cpu" "$st"
-		echo "$m,$w,$n,$s,$rate,$sp,$SYNC_COMMIT,$SCRIPT,$SCALE,$CLIENTS,$ALLOCATOR,$run,$st,$lt,$so,$fp,$co,$cx,$as,$ar,$asp" >>"$CSV"
+		spt=""; [ -n "$ts" ] && [ "${n:-0}" -gt 0 ] && spt="$(awk -v a="$ts" -v b="$n" 'BEGIN { printf "%.2f", a / b }')"
+		printf '%-18s | %7s | %8s | %9s | %9s | %10s | %9s | %10s | %7s | %9s | %8s | %7s | %s\n' "$name" "${w:--}" "$n" "${s:--}" "${rate:--}" "${sp:+${sp}x}" "${as:--}" "${asp:+${asp}x}" "${fp:--}" "$cpu" "${cw:--}" "${spt:--}" "$st"
+		echo "$m,$w,$n,$s,$rate,$sp,$SYNC_COMMIT,$SCRIPT,$SCALE,$CLIENTS,$ALLOCATOR,$run,$st,$lt,$so,$fp,$co,$cx,$as,$ar,$asp,$cw,$ca,$ts" >>"$CSV"
 	done <"$RESULTS_FILE"
 	echo
 	echo "tx/s = pgbench transactions in the backlog / seconds from ENABLE (built-in) or attach()"
@@ -775,7 +807,8 @@ TABLE="$OUT/results.txt"
 	echo "applied s = seconds from ENABLE/attach() until a marker row written after the load was applied on the subscriber"
 	echo "(whether or not the publisher has been told yet); its x built-in compares those;"
 	echo "start s = seconds from ENABLE/attach() until the slot's confirmed_flush_lsn first moved (start-up included in seconds);"
-	echo "cpu/other = CPU used during the catch-up by both clusters / by everything else, in % of all $NCPU CPUs."
+	echo "cpu/other = CPU used during the catch-up by both clusters / by everything else, in % of all $NCPU CPUs;"
+	echo "walsnd s = CPU seconds of the publisher's walsender; segs/tx = TCP segments sent per transaction (see docs/benchmarks.md)."
 } | tee "$TABLE"
 
 # Plot: rate vs workers, built-in as a horizontal line.

@@ -118,6 +118,8 @@ typedef struct PaSub
 	PaSubState	state;
 	int			nworkers;
 	pg_atomic_uint32 leader_waiting;	/* leader waits for free chunks */
+	pg_atomic_uint32 leader_batching;	/* leader reads in batches: it wakes
+										 * by itself every millisecond */
 	pg_atomic_uint64 received_lsn;
 	pg_atomic_uint64 applied_lsn;
 	pg_atomic_uint64 flushed_lsn;

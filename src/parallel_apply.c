@@ -93,6 +93,7 @@ pa_shmem_startup(void)
 			sub->nchunks = pa_queue_pool_size() / PA_CHUNK_SIZE;
 			ConditionVariableInit(&sub->cv);
 			pg_atomic_init_u32(&sub->leader_waiting, 0);
+			pg_atomic_init_u32(&sub->leader_batching, 0);
 			pg_atomic_init_u64(&sub->received_lsn, 0);
 			pg_atomic_init_u64(&sub->applied_lsn, 0);
 			pg_atomic_init_u64(&sub->flushed_lsn, 0);

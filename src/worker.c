@@ -180,8 +180,15 @@ next_message(StringInfo msg)
 		pg_memory_barrier();
 		if (!fill_inbuf())
 		{
-			/* going idle: let the leader see our completions now */
-			if (my_sub->leader_latch)
+			/*
+			 * Going idle: let the leader see our completions now, unless it
+			 * reads in batches and so wakes by itself within a millisecond.
+			 * (Waking it there made it read in small bites: on a hot-row
+			 * backlog of 80,000 transactions, 14,000 leader wake-ups instead
+			 * of 1,500, and three times its CPU time.)
+			 */
+			if (my_sub->leader_latch &&
+				!pg_atomic_read_u32(&my_sub->leader_batching))
 				SetLatch(my_sub->leader_latch);
 			(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
 							 1000L, PG_WAIT_EXTENSION);
