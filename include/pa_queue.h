@@ -25,6 +25,7 @@
 
 extern Size pa_queue_pool_size(void);
 extern void pa_queue_reset(PaSub *sub);
+extern uint32 pa_chunk_wake_threshold(PaSub *sub);
 
 /* leader side */
 extern PaChunk *pa_chunk_get(PaSub *sub);

@@ -145,6 +145,7 @@ typedef struct PaSub
 	struct cds_wfcq_tail done_tail;
 	char	   *pool;			/* this slot's chunks, in the main segment */
 	uint32		nchunks;
+	pg_atomic_uint32 free_chunks;	/* chunks on the free queue */
 
 	PaWorker	workers[PA_MAX_WORKERS];
 	PaTxn		txns[PA_MAX_INFLIGHT];

@@ -27,7 +27,7 @@ PG_MODULE_MAGIC;
 void		_PG_init(void);
 
 int			pa_workers = 4;
-int			pa_queue_memory_kb = 16 * 1024;
+int			pa_queue_memory_kb = 1024;
 int			pa_max_subscriptions = 4;
 int			pa_retry_interval_ms = 5000;
 int			pa_receive_batch = 32 * 1024;
@@ -94,6 +94,7 @@ pa_shmem_startup(void)
 			ConditionVariableInit(&sub->cv);
 			pg_atomic_init_u32(&sub->leader_waiting, 0);
 			pg_atomic_init_u32(&sub->leader_batching, 0);
+			pg_atomic_init_u32(&sub->free_chunks, 0);
 			pg_atomic_init_u64(&sub->received_lsn, 0);
 			pg_atomic_init_u64(&sub->applied_lsn, 0);
 			pg_atomic_init_u64(&sub->flushed_lsn, 0);
@@ -201,8 +202,8 @@ _PG_init(void)
 							PGC_SIGHUP, 0, NULL, NULL, NULL);
 	DefineCustomIntVariable("parallel_apply.queue_memory",
 							"Shared memory for queued changes, per attached subscription.",
-							"When it is full the leader stops reading from the publisher.",
-							&pa_queue_memory_kb, 16 * 1024, 128, 1024 * 1024,
+							"When it is full the leader stops reading from the publisher; more lets it read further ahead of the workers, which does not make them faster.",
+							&pa_queue_memory_kb, 1024, 128, 1024 * 1024,
 							PGC_POSTMASTER, GUC_UNIT_KB, NULL, NULL, NULL);
 	DefineCustomIntVariable("parallel_apply.max_subscriptions",
 							"Maximum number of subscriptions attached at the same time.",

@@ -57,6 +57,18 @@ pa_queue_reset(PaSub *sub)
 		chunk->len = 0;
 		cds_wfcq_enqueue(&sub->free_head, &sub->free_tail, &chunk->node);
 	}
+	pg_atomic_write_u32(&sub->free_chunks, sub->nchunks);
+}
+
+/*
+ * Free chunks that wake a leader waiting for queue memory: a quarter of the
+ * pool.  Waking it for every chunk made it read and dispatch one chunk at a
+ * time (a wake-up per 8kB); a quarter lets it read a batch.
+ */
+uint32
+pa_chunk_wake_threshold(PaSub *sub)
+{
+	return Max(sub->nchunks / 4, 1);
 }
 
 static inline struct cds_wfcq_node *
@@ -80,6 +92,7 @@ pa_chunk_get(PaSub *sub)
 
 	if (node == NULL)
 		return NULL;
+	pg_atomic_fetch_sub_u32(&sub->free_chunks, 1);
 	chunk = caa_container_of(node, PaChunk, node);
 	cds_wfcq_node_init(&chunk->node);
 	chunk->len = 0;
@@ -113,14 +126,21 @@ pa_chunk_receive(PaSub *sub, int worker)
 	return node ? caa_container_of(node, PaChunk, node) : NULL;
 }
 
-/* Worker: give a consumed chunk back; wake the leader if it waits for one */
+/*
+ * Worker: give a consumed chunk back; wake the leader if it waits for queue
+ * memory and a quarter of the pool is free again.
+ */
 void
 pa_chunk_put(PaSub *sub, PaChunk *chunk)
 {
+	uint32		nfree;
+
 	cds_wfcq_node_init(&chunk->node);
 	cds_wfcq_enqueue(&sub->free_head, &sub->free_tail, &chunk->node);
+	nfree = pg_atomic_add_fetch_u32(&sub->free_chunks, 1);
 	pg_memory_barrier();
-	if (pg_atomic_read_u32(&sub->leader_waiting))
+	if (nfree >= pa_chunk_wake_threshold(sub) &&
+		pg_atomic_read_u32(&sub->leader_waiting))
 	{
 		Latch	   *latch = sub->leader_latch;
 

@@ -368,10 +368,14 @@ pa_leader_idle(bool for_chunk)
 	pa_dispatch_process_completions();
 	pa_leader_send_feedback(false, false);
 
-	/* workers wake us when they free a chunk or complete a transaction */
+	/*
+	 * Workers wake us when they have freed a quarter of queue memory, go
+	 * idle, or complete a transaction.
+	 */
 	pg_atomic_write_u32(&sub->leader_waiting, 1);
 	pg_memory_barrier();
-	if (for_chunk ? cds_wfcq_empty(&sub->free_head, &sub->free_tail) :
+	if (for_chunk ?
+		pg_atomic_read_u32(&sub->free_chunks) < pa_chunk_wake_threshold(sub) :
 		cds_wfcq_empty(&sub->done_head, &sub->done_tail))
 		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
 						 1000L, PG_WAIT_EXTENSION);
