@@ -16,7 +16,9 @@
  *	  subscription in shared memory (invariant 5);
  *	- a consumer that finds a queue empty, or an enqueue in progress
  *	  (CDS_WFCQ_WOULDBLOCK), returns NULL and waits on its latch; producers
- *	  set that latch after enqueueing.  Nobody spins.
+ *	  set that latch after enqueueing (for the free queue: once a quarter of
+ *	  the pool is free, and a worker going idle wakes a waiting leader too;
+ *	  the leader's wait also ends after a second).  Nobody spins.
  *
  *-------------------------------------------------------------------------
  */
@@ -92,6 +94,12 @@ pa_chunk_get(PaSub *sub)
 
 	if (node == NULL)
 		return NULL;
+
+	/*
+	 * May run ahead of the worker's increment and wrap for a moment: the
+	 * count only decides when to wake the leader, never whether a chunk is
+	 * there.
+	 */
 	pg_atomic_fetch_sub_u32(&sub->free_chunks, 1);
 	chunk = caa_container_of(node, PaChunk, node);
 	cds_wfcq_node_init(&chunk->node);
