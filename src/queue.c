@@ -145,8 +145,7 @@ pa_chunk_put(PaSub *sub, PaChunk *chunk)
 
 	cds_wfcq_node_init(&chunk->node);
 	cds_wfcq_enqueue(&sub->free_head, &sub->free_tail, &chunk->node);
-	nfree = pg_atomic_add_fetch_u32(&sub->free_chunks, 1);
-	pg_memory_barrier();
+	nfree = pg_atomic_add_fetch_u32(&sub->free_chunks, 1);	/* full barrier */
 	if (nfree >= pa_chunk_wake_threshold(sub) &&
 		pg_atomic_read_u32(&sub->leader_waiting))
 	{

@@ -499,17 +499,20 @@ set_batching(pgsocket fd, bool got_data)
 	static int	lowat = 1;		/* the socket's SO_RCVLOWAT */
 	static TimestampTz last_data = 0;
 	TimestampTz now = GetCurrentTimestamp();
+	bool		was = batching;
 	int			want;
 
 	if (got_data)
 		last_data = now;
 	batching = (pa_receive_batch > 0 &&
-						  !TimestampDifferenceExceeds(last_data, now,
-													  PA_BATCH_IDLE_MS) &&
-						  pa_leader.last_commit_time != 0 &&
-						  TimestampDifferenceExceeds(pa_leader.last_commit_time,
-													 now, PA_BATCH_LAG_MS));
-	pg_atomic_write_u32(&pa_leader.sub->leader_batching, batching ? 1 : 0);
+				!TimestampDifferenceExceeds(last_data, now, PA_BATCH_IDLE_MS) &&
+				pa_leader.last_commit_time != 0 &&
+				TimestampDifferenceExceeds(pa_leader.last_commit_time, now,
+										   PA_BATCH_LAG_MS));
+
+	/* published for the workers (see next_message() in worker.c) */
+	if (batching != was)
+		pg_atomic_write_u32(&pa_leader.sub->leader_batching, batching ? 1 : 0);
 	want = batching ? pa_receive_batch : 1;
 	if (want == lowat)
 		return;

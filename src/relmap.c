@@ -10,8 +10,9 @@
  * attribute map from local columns to remote columns (matched by name, in
  * any order), whether the local replica identity allows UPDATE/DELETE, and
  * each local column's input function (looked up at its first use, not for
- * every value as PostgreSQL 15 does).  It also owns the partition map, keyed by (remote relation, leaf
- * partition), used when a partitioned table is the target.
+ * every value as PostgreSQL 15 does).  It also owns the partition map,
+ * keyed by (remote relation, leaf partition), used when a partitioned table
+ * is the target.
  *
  * Invariants:
  *	- The maps and everything they point to live in PaRelMapContext;

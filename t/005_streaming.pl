@@ -15,6 +15,9 @@
 #  - a big transaction rolled back entirely: nothing arrives;
 #  - a stream interrupted by an immediate stop of the subscriber, and one
 #    interrupted by kill -9 of the apply workers.
+# The subscriber has the smallest queue memory (128kB, 16 chunks), less than
+# one big transaction: the leader runs out of it and must be woken when the
+# workers free a quarter of it or go idle.
 use strict;
 use warnings;
 use FindBin;
@@ -26,7 +29,8 @@ use Test::More;
 
 my $pub = pa_publisher('publisher',
 	conf => "logical_decoding_work_mem = 64kB\n");
-my $sub = pa_subscriber('subscriber', workers => 4);
+my $sub = pa_subscriber('subscriber', workers => 4,
+	conf => "parallel_apply.queue_memory = 128kB\n");
 
 $pub->safe_psql('postgres', q{
 CREATE TABLE big (id int PRIMARY KEY, grp int, payload text);

@@ -69,8 +69,10 @@ sub write_script
 
 # ---------------------------------------------------------------- nodes
 my $pub = pa_publisher('publisher', conf => "deadlock_timeout = '20ms'\n");
+# the smallest queue memory (128kB): the leader also waits for it while
+# workers wait for each other's commits
 my $sub = pa_subscriber('subscriber', workers => 4,
-	conf => "deadlock_timeout = '100ms'\n");
+	conf => "deadlock_timeout = '100ms'\nparallel_apply.queue_memory = 128kB\n");
 
 my $schema = q{
 CREATE TABLE a (id int PRIMARY KEY, u int NOT NULL UNIQUE, v text);
