@@ -118,8 +118,8 @@ typedef struct PaSub
 	PaSubState	state;
 	int			nworkers;
 	pg_atomic_uint32 leader_waiting;	/* leader waits for free chunks */
-	pg_atomic_uint32 leader_batching;	/* leader reads in batches: it wakes
-										 * by itself every millisecond */
+	pg_atomic_uint32 leader_pacing; /* leader paces its reads: it wakes by
+									 * itself every few milliseconds */
 	pg_atomic_uint64 received_lsn;
 	pg_atomic_uint64 applied_lsn;
 	pg_atomic_uint64 flushed_lsn;
@@ -137,6 +137,7 @@ typedef struct PaSub
 	pg_atomic_uint64 dependency_waits;
 	pg_atomic_uint64 serial_retries;
 	pg_atomic_uint64 restarts;
+	pg_atomic_uint64 paced_reads;	/* ticks of paced reading (receive.c) */
 
 	/* queues; see pa_queue.h */
 	struct __cds_wfcq_head free_head;	/* free chunks: workers -> leader */

@@ -39,7 +39,8 @@ CREATE FUNCTION stat_subscription_internal(
 	OUT transactions_applied bigint,
 	OUT dependency_waits bigint,
 	OUT serial_retries bigint,
-	OUT restarts bigint)
+	OUT restarts bigint,
+	OUT paced_reads bigint)
 RETURNS SETOF record
 AS 'MODULE_PATHNAME', 'pa_stat_subscription'
 LANGUAGE C STRICT VOLATILE;

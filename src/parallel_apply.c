@@ -93,7 +93,7 @@ pa_shmem_startup(void)
 			sub->nchunks = pa_queue_pool_size() / PA_CHUNK_SIZE;
 			ConditionVariableInit(&sub->cv);
 			pg_atomic_init_u32(&sub->leader_waiting, 0);
-			pg_atomic_init_u32(&sub->leader_batching, 0);
+			pg_atomic_init_u32(&sub->leader_pacing, 0);
 			pg_atomic_init_u32(&sub->free_chunks, 0);
 			pg_atomic_init_u64(&sub->received_lsn, 0);
 			pg_atomic_init_u64(&sub->applied_lsn, 0);
@@ -104,6 +104,7 @@ pa_shmem_startup(void)
 			pg_atomic_init_u64(&sub->dependency_waits, 0);
 			pg_atomic_init_u64(&sub->serial_retries, 0);
 			pg_atomic_init_u64(&sub->restarts, 0);
+			pg_atomic_init_u64(&sub->paced_reads, 0);
 			for (j = 0; j < PA_MAX_WORKERS; j++)
 			{
 				pg_atomic_init_u64(&sub->workers[j].current_seq, 0);
@@ -170,6 +171,7 @@ pa_sub_reset(PaSub *sub)
 	pg_atomic_write_u64(&sub->dependency_waits, 0);
 	pg_atomic_write_u64(&sub->serial_retries, 0);
 	pg_atomic_write_u64(&sub->restarts, 0);
+	pg_atomic_write_u64(&sub->paced_reads, 0);
 	sub->restart_now = false;
 }
 
@@ -216,8 +218,8 @@ _PG_init(void)
 							&pa_retry_interval_ms, 5000, 0, 3600 * 1000,
 							PGC_SIGHUP, GUC_UNIT_MS, NULL, NULL, NULL);
 	DefineCustomIntVariable("parallel_apply.receive_batch",
-							"Bytes the leader lets the publisher's stream accumulate before it reads, while catching up.",
-							"Fewer, larger reads while the subscription lags behind; 0 reads every message as it arrives.",
+							"Bytes the leader reads at most every 2 ms at the start of a catch-up, when it paces its reads.",
+							"While the subscription lags behind, the leader reads in paced batches whose size adapts to the publisher; 0 reads every message as it arrives.",
 							&pa_receive_batch, 32 * 1024, 0, 1024 * 1024,
 							PGC_SIGHUP, GUC_UNIT_BYTE, NULL, NULL, NULL);
 	DefineCustomIntVariable("parallel_apply.launcher_naptime",

@@ -6,7 +6,7 @@
  *
  * Owns: the leader's process lifetime (start-up, the apply workers it
  * starts, shutdown), the replication connection and how it is read
- * (batched reads while catching up, see below), keepalives and the status
+ * (paced reads while catching up, see below), keepalives and the status
  * updates sent to the publisher.
  *
  * Invariants kept here:
@@ -19,7 +19,7 @@
  *	  computed by dispatch.c);
  *	- while queue memory is full the leader stops reading but keeps sending
  *	  status updates, so the walsender never times out (invariant 5);
- *	- batching reads delays reads and unrequested status updates by a
+ *	- paced reads delay reads and unrequested status updates by a
  *	  bounded time and never changes what is applied or reported; a status
  *	  update the publisher asks for is always sent at once;
  *	- any failed worker stops the whole engine; the launcher restarts it
@@ -31,7 +31,7 @@
  */
 #include "postgres.h"
 
-#include <sys/socket.h>
+#include <sys/ioctl.h>
 
 #include "access/xact.h"
 #include "access/xlog.h"
@@ -58,48 +58,59 @@
 PaLeader	pa_leader;
 
 /*
- * Reading in batches while catching up.
+ * Paced reads while catching up.
  *
- * The walsender sends each pgoutput message as soon as it is decoded.  A
- * leader that reads faster than the walsender decodes sleeps and is woken
- * once or more per transaction, and sends a status update after every wake.
- * Measured on 2 CPUs with a backlog of 80,000 one-row transactions: 0.3 to
- * 0.4 leader wake-ups per transaction and, over a Unix-domain socket, 0.21
- * status updates; over TCP, batching cut the leader's CPU time for that
- * backlog from 0.5 s to 0.2 s.
+ * The walsender sends each pgoutput message as soon as it is decoded, and on
+ * loopback TCP it pays for the receiving side of every segment it sends.  A
+ * reader that lags -- the built-in worker -- keeps data waiting in its
+ * socket, and the walsender's messages queue in its own socket and leave in
+ * a few large segments.  A
+ * reader that keeps up -- as the leader does when its workers are faster than
+ * the walsender -- gets every message in a segment of its own, and the
+ * walsender needs twice the CPU time per transaction (measured on a hot-row
+ * backlog: 3 to 5 segments per transaction and 4.2 to 5.0 s of walsender CPU
+ * for 200,000 transactions, against 0.01 to 0.4 and 2.0 to 2.4 s with the
+ * built-in worker; docs/benchmarks.md).  Once there, the walsender is the
+ * slowest process and never gets ahead of the leader again.
  *
  * So while the leader is behind -- the newest transaction received committed
- * on the publisher PA_BATCH_LAG_MS ago or more -- and each wait ends with
- * data, it asks the kernel (SO_RCVLOWAT) to wake it only once
- * parallel_apply.receive_batch bytes are waiting, waits PA_BATCH_WAIT_MS at
- * most, and sends status updates nobody asked for at most every
- * PA_BATCH_FEEDBACK_MS.  No data for PA_BATCH_IDLE_MS, or a leader that has
- * caught up, ends batching: a caught-up leader is woken by every message, as
- * the built-in worker is.  (Ending it at the first wait without data made it
- * flap: on 2 CPUs the walsender is often preempted for a millisecond or more,
- * and every flap costs a wake-up per message until batching resumes.)
- * Batching only delays reads, by PA_BATCH_WAIT_MS at most while data comes
- * and PA_BATCH_IDLE_MS when it stops; it never decides what is applied.
- * While batching, PaSub.leader_batching tells the workers that the leader
- * wakes by itself, so a worker that runs out of work does not wake it.
+ * on the publisher PA_PACE_LAG_MS ago or more -- and data keeps coming, it
+ * paces its reads: every PA_PACE_TICK_MS it reads at most read_quantum bytes
+ * and then waits on its latch only, not on the socket.  The quantum starts at
+ * parallel_apply.receive_batch and adapts to the walsender: it grows by a
+ * sixteenth when the leader stopped at the quantum and at least half a
+ * quantum more was already waiting (the walsender is ahead), and shrinks by a
+ * quarter when the socket ran dry first (the leader is ahead, and the
+ * walsender about to send per message).  It shrinks faster than it grows
+ * because a dry socket is the expensive case.  A leader whose workers are
+ * slower than the walsender is limited by queue memory instead, and its
+ * quantum only grows.  While pacing, the leader sends status updates nobody
+ * asked for at most every PA_PACE_FEEDBACK_MS; a status update the
+ * publisher asks for is sent as soon as its message is read.  No data for
+ * PA_PACE_IDLE_MS, or a leader that has caught up, ends pacing: a caught-up
+ * leader is woken by every message, as the built-in worker is.  (Ending it at
+ * the first wait without data made it flap: on 2 CPUs the walsender is often
+ * preempted for a millisecond or more.)  Pacing only delays reads, by
+ * PA_PACE_TICK_MS per quantum while data comes and PA_PACE_IDLE_MS when it
+ * stops; it never decides what is applied.  While pacing,
+ * PaSub.leader_pacing tells the workers that the leader wakes by itself,
+ * so a worker that runs out of work does not wake it.
  *
- * What batching cannot change: on loopback TCP the walsender pays for the
- * receiving side of every segment it sends.  A reader that keeps up (as the
- * leader does) gets each message in a segment of its own; a reader that lags
- * (as the built-in worker does) keeps the receive window full, so the
- * walsender's messages queue in its socket and leave in few large segments.
- * Measured on the hot-row backlog above: 3 to 4.6 segments per transaction
- * and 1.6 to 1.9 s of walsender CPU with the leader, 0.01 to 0.3 segments
- * and 0.7 to 0.9 s with the built-in worker (docs/benchmarks.md).  Pacing
- * the reads (a small SO_RCVBUF, reading on a timer) made it slower, not
- * faster, and was not kept.
+ * Measured on 2 CPUs, 200,000 hot-row transactions, one worker: pacing took
+ * the catch-up from 37,000-48,000 to 53,000-71,000 transactions a second
+ * (the built-in worker: mostly 46,000-57,000) and the walsender from 3.5-5.0
+ * s of CPU to 2.0-3.1 s (docs/architecture.md).  A small SO_RCVBUF, a fixed
+ * read timer, and a quantum that grows as fast as it shrinks were slower.
  */
-#define PA_BATCH_LAG_MS			100
-#define PA_BATCH_WAIT_MS		1
-#define PA_BATCH_IDLE_MS		10
-#define PA_BATCH_FEEDBACK_MS	100
+#define PA_PACE_LAG_MS			100
+#define PA_PACE_IDLE_MS		10
+#define PA_PACE_FEEDBACK_MS	100
+#define PA_PACE_TICK_MS			2
+#define PA_PACE_MIN_QUANTUM		(4 * 1024)
+#define PA_PACE_MAX_QUANTUM		(4 * 1024 * 1024)
 
-static bool batching = false;	/* reads are batched now */
+static bool pacing = false;	/* reads are paced now */
+static int	read_quantum = 0;	/* bytes read per tick while pacing */
 
 static bool subscription_changed = true;
 static TimestampTz last_recv_time = 0;
@@ -291,8 +302,8 @@ pa_leader_send_feedback(bool force, bool request_reply)
 		!TimestampDifferenceExceeds(send_time, now,
 									wal_receiver_status_interval * 1000))
 		return;
-	if (!force && batching &&
-		!TimestampDifferenceExceeds(send_time, now, PA_BATCH_FEEDBACK_MS))
+	if (!force && pacing &&
+		!TimestampDifferenceExceeds(send_time, now, PA_PACE_FEEDBACK_MS))
 		return;
 	send_time = now;
 
@@ -489,42 +500,61 @@ wait_for_exclusive_start(void)
 }
 
 /*
- * Start or end batched reads (see the comment at the top).  Batching goes
- * on while data came within PA_BATCH_IDLE_MS and the newest transaction
- * received committed PA_BATCH_LAG_MS ago or more.
+ * Start or end paced reads (see the comment at the top).  Pacing goes on
+ * while data came within PA_PACE_IDLE_MS and the newest transaction
+ * received committed PA_PACE_LAG_MS ago or more.
  */
 static void
-set_batching(pgsocket fd, bool got_data)
+set_pacing(bool got_data)
 {
-	static int	lowat = 1;		/* the socket's SO_RCVLOWAT */
 	static TimestampTz last_data = 0;
 	TimestampTz now = GetCurrentTimestamp();
-	bool		was = batching;
-	int			want;
+	bool		was = pacing;
 
 	if (got_data)
 		last_data = now;
-	batching = (pa_receive_batch > 0 &&
-				!TimestampDifferenceExceeds(last_data, now, PA_BATCH_IDLE_MS) &&
-				pa_leader.last_commit_time != 0 &&
-				TimestampDifferenceExceeds(pa_leader.last_commit_time, now,
-										   PA_BATCH_LAG_MS));
-
-	/* published for the workers (see next_message() in worker.c) */
-	if (batching != was)
-		pg_atomic_write_u32(&pa_leader.sub->leader_batching, batching ? 1 : 0);
-	want = batching ? pa_receive_batch : 1;
-	if (want == lowat)
+	pacing = (pa_receive_batch > 0 &&
+			  !TimestampDifferenceExceeds(last_data, now, PA_PACE_IDLE_MS) &&
+			  pa_leader.last_commit_time != 0 &&
+			  TimestampDifferenceExceeds(pa_leader.last_commit_time, now,
+										 PA_PACE_LAG_MS));
+	if (pacing == was)
 		return;
 
-	/*
-	 * Honoured by TCP sockets; a Unix-domain socket ignores it and wakes us
-	 * for every message, which costs wake-ups but nothing else.
-	 */
-	if (setsockopt(fd, SOL_SOCKET, SO_RCVLOWAT, &want, sizeof(want)) < 0)
-		elog(DEBUG1, "parallel_apply could not set SO_RCVLOWAT: %m");
-	lowat = want;
-	elog(DEBUG1, "parallel_apply leader reads in batches of %d bytes", want);
+	/* published for the workers (see next_message() in worker.c) */
+	pg_atomic_write_u32(&pa_leader.sub->leader_pacing, pacing ? 1 : 0);
+	if (pacing)
+		read_quantum = pa_receive_batch;
+	elog(DEBUG1, "parallel_apply leader %s paced reads",
+		 pacing ? "starts" : "ends");
+}
+
+/*
+ * One tick of paced reading: adapt the quantum to what the last read found
+ * (see the comment at the top), then wait PA_PACE_TICK_MS on the latch only.
+ */
+static void
+pace_reads(pgsocket fd, bool quantum_read)
+{
+	int			waiting = 0;
+
+	if (quantum_read)
+	{
+		/* bytes in the socket's receive queue (SIOCINQ) */
+		if (fd != PGINVALID_SOCKET && ioctl(fd, FIONREAD, &waiting) < 0)
+			waiting = 0;
+		if (waiting >= read_quantum / 2)
+			read_quantum = Min(read_quantum + read_quantum / 16,
+							   PA_PACE_MAX_QUANTUM);
+	}
+	else
+		read_quantum = Max(read_quantum - read_quantum / 4,
+						   PA_PACE_MIN_QUANTUM);
+	pg_atomic_fetch_add_u64(&pa_leader.sub->paced_reads, 1);
+
+	(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+					 PA_PACE_TICK_MS, PG_WAIT_EXTENSION);
+	ResetLatch(MyLatch);
 }
 
 static void
@@ -544,6 +574,8 @@ leader_loop(void)
 		int			len;
 		int			rc;
 		bool		got_data;
+		int			bytes_read = 0;
+		bool		quantum_read = false;
 
 		periodic_checks();
 
@@ -605,14 +637,24 @@ leader_loop(void)
 			/* other message types are ignored, as the built-in worker does */
 
 			MemoryContextReset(LeaderMessageContext);
+			bytes_read += len;
+			if (pacing && bytes_read >= read_quantum)
+			{
+				quantum_read = true;
+				break;
+			}
 			len = walrcv_receive(pa_leader.conn, &buf, &fd);
 		}
 		MemoryContextSwitchTo(TopMemoryContext);
 
+		/* walrcv_receive() names the socket only when it returns 0 */
+		if (fd == PGINVALID_SOCKET)
+			fd = waitset_fd;
+
 		pa_dispatch_flush();
 		pa_dispatch_process_completions();
-		set_batching(fd, got_data);
-		if (!got_data && !batching)
+		set_pacing(got_data);
+		if (!got_data && !pacing)
 			pa_dispatch_flush_wal_if_idle();
 		pa_leader_send_feedback(false, false);
 
@@ -631,15 +673,18 @@ leader_loop(void)
 			AddWaitEventToSet(waitset, WL_SOCKET_READABLE, fd, NULL, NULL);
 			waitset_fd = fd;
 		}
+		if (pacing)
+		{
+			pace_reads(fd, quantum_read);
+			continue;
+		}
 		rc = 0;
-		if (WaitEventSetWait(waitset,
-							 batching ? PA_BATCH_WAIT_MS : 1000L,
-							 &event, 1, PG_WAIT_EXTENSION) == 0)
+		if (WaitEventSetWait(waitset, 1000L, &event, 1, PG_WAIT_EXTENSION) == 0)
 			rc = WL_TIMEOUT;
 		else if (event.events & WL_LATCH_SET)
 			ResetLatch(MyLatch);
 
-		if (rc & WL_TIMEOUT && !batching && wal_receiver_timeout > 0)
+		if (rc & WL_TIMEOUT && wal_receiver_timeout > 0)
 		{
 			TimestampTz now = GetCurrentTimestamp();
 			bool		request_reply = false;
@@ -724,7 +769,7 @@ pa_leader_main(Datum main_arg)
 		proc_exit(0);			/* detached before we got here */
 
 	sub->leader_latch = MyLatch;
-	pg_atomic_write_u32(&sub->leader_batching, 0);
+	pg_atomic_write_u32(&sub->leader_pacing, 0);
 	sub->state = PA_SUB_STARTING;
 	pg_write_barrier();
 	sub->leader_pid = MyProcPid;

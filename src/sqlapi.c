@@ -436,8 +436,8 @@ pa_stat_subscription(PG_FUNCTION_ARGS)
 	LWLockAcquire(pa_shared->lock, LW_SHARED);
 	forboth(lc1, oids, lc2, names)
 	{
-		Datum		values[12];
-		bool		nulls[12];
+		Datum		values[13];
+		bool		nulls[13];
 		PaSub	   *sub = pa_find_sub(lfirst_oid(lc1));
 
 		memset(nulls, 0, sizeof(nulls));
@@ -450,7 +450,7 @@ pa_stat_subscription(PG_FUNCTION_ARGS)
 		{
 			int			i;
 
-			for (i = 3; i < 12; i++)
+			for (i = 3; i < 13; i++)
 				nulls[i] = true;
 		}
 		else
@@ -463,11 +463,12 @@ pa_stat_subscription(PG_FUNCTION_ARGS)
 		}
 		if (sub != NULL)
 		{
-			nulls[8] = nulls[9] = nulls[10] = nulls[11] = false;
+			nulls[8] = nulls[9] = nulls[10] = nulls[11] = nulls[12] = false;
 			values[8] = Int64GetDatum(pg_atomic_read_u64(&sub->txns_applied));
 			values[9] = Int64GetDatum(pg_atomic_read_u64(&sub->dependency_waits));
 			values[10] = Int64GetDatum(pg_atomic_read_u64(&sub->serial_retries));
 			values[11] = Int64GetDatum(pg_atomic_read_u64(&sub->restarts));
+			values[12] = Int64GetDatum(pg_atomic_read_u64(&sub->paced_reads));
 		}
 		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
 	}

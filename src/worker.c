@@ -182,14 +182,14 @@ next_message(StringInfo msg)
 		{
 			/*
 			 * Going idle: let the leader see our completions now, unless it
-			 * reads in batches and so wakes by itself within a millisecond.
+			 * paces its reads and so wakes by itself within 2 ms.
 			 * (Waking it there made it read in small bites: on a hot-row
 			 * backlog of 80,000 transactions, 14,000 leader wake-ups instead
 			 * of 1,500, and three times its CPU time.)  A leader waiting for
 			 * queue memory is woken in any case: we hold none of it now.
 			 */
 			if (my_sub->leader_latch &&
-				(!pg_atomic_read_u32(&my_sub->leader_batching) ||
+				(!pg_atomic_read_u32(&my_sub->leader_pacing) ||
 				 pg_atomic_read_u32(&my_sub->leader_waiting)))
 				SetLatch(my_sub->leader_latch);
 			(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,

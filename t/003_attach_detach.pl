@@ -9,6 +9,8 @@
 #    snapshot that seq_log is a prefix (commit order);
 #  - attach -> load -> detach -> load -> attach -> load, then the same
 #    switches while the load runs;
+#  - a backlog made while the subscription was disabled is read in paced
+#    batches (stat_subscription.paced_reads), and not with receive_batch = 0;
 #  - refusal to attach while tables are not synchronized, and for an
 #    already attached subscription;
 #  - ALTER SUBSCRIPTION ... ENABLE by hand while attached: the engine steps
@@ -84,6 +86,42 @@ SKIP:
 load_and_check('detached', 1000);
 pa_attach($sub, 'sub');
 load_and_check('attached again', 1000);
+
+# --- paced reads: a backlog that committed on the publisher while the
+# subscription was disabled is read in paced batches (stat_subscription
+# counts the pauses); parallel_apply.receive_batch = 0 turns pacing off.
+sub backlog_paced_reads
+{
+	my ($label) = @_;
+	pa_detach($sub, 'sub');
+	$sub->safe_psql('postgres', 'ALTER SUBSCRIPTION sub DISABLE');
+	pa_poll($sub,
+		"SELECT count(*) FROM pg_stat_subscription WHERE subname = 'sub' AND pid IS NOT NULL",
+		'0', "$label: built-in worker gone");
+	my $kv = pa_pgbench_bg($pub, '-n', '-c', '2', '-t', '4000', '-f', $kv_script);
+	pa_bg_finish($kv);
+	pa_attach($sub, 'sub');
+	pa_catchup($pub, 'sub');
+	pa_check_equal($pub, $sub, 'seq_log', 'kv');
+	return $sub->safe_psql('postgres',
+		"SELECT paced_reads FROM parallel_apply.stat_subscription WHERE subname = 'sub'");
+}
+
+SKIP:
+{
+	skip 'PA_NO_ENGINE set', 2 unless pa_engine();
+	my $paced = backlog_paced_reads('paced');
+	note "paced_reads after a backlog of 8000 transactions: $paced";
+	cmp_ok($paced, '>', 0,
+		'a backlog of 8000 transactions is read in paced batches');
+	$sub->safe_psql('postgres',
+		'ALTER SYSTEM SET parallel_apply.receive_batch = 0');
+	$sub->reload;
+	is(backlog_paced_reads('not paced'), '0',
+		'receive_batch = 0: no paced reads');
+	$sub->safe_psql('postgres', 'ALTER SYSTEM RESET parallel_apply.receive_batch');
+	$sub->reload;
+}
 
 # --- refusals
 SKIP:
