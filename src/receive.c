@@ -20,8 +20,8 @@
  *	- while queue memory is full the leader stops reading but keeps sending
  *	  status updates, so the walsender never times out (invariant 5);
  *	- paced reads delay reads and unrequested status updates by a
- *	  bounded time and never changes what is applied or reported; a status
- *	  update the publisher asks for is always sent at once;
+ *	  bounded time and never change what is applied or reported; a status
+ *	  update the publisher asks for is sent as soon as its message is read;
  *	- any failed worker stops the whole engine; the launcher restarts it
  *	  from the origin after parallel_apply.retry_interval (invariant 4);
  *	- if the subscription is enabled by hand, dropped, or detached, the
@@ -75,23 +75,23 @@ PaLeader	pa_leader;
  *
  * So while the leader is behind -- the newest transaction received committed
  * on the publisher PA_PACE_LAG_MS ago or more -- and data keeps coming, it
- * paces its reads: every PA_PACE_TICK_MS it reads at most read_quantum bytes
- * and then waits on its latch only, not on the socket.  The quantum starts at
- * parallel_apply.receive_batch and adapts to the walsender: it grows by a
- * sixteenth when the leader stopped at the quantum and at least half a
- * quantum more was already waiting (the walsender is ahead), and shrinks by a
+ * paces its reads: every PA_PACE_PAUSE_MS it reads at most read_batch bytes
+ * and then waits on its latch only, not on the socket.  The batch starts at
+ * parallel_apply.receive_batch (PA_PACE_MIN_BATCH at least) and adapts to the walsender: it grows by a
+ * sixteenth when the leader stopped at the batch and at least half a
+ * batch more was already waiting (the walsender is ahead), and shrinks by a
  * quarter when the socket ran dry first (the leader is ahead, and the
  * walsender about to send per message).  It shrinks faster than it grows
  * because a dry socket is the expensive case.  A leader whose workers are
  * slower than the walsender is limited by queue memory instead, and its
- * quantum only grows.  While pacing, the leader sends status updates nobody
+ * batch only grows.  While pacing, the leader sends status updates nobody
  * asked for at most every PA_PACE_FEEDBACK_MS; a status update the
  * publisher asks for is sent as soon as its message is read.  No data for
  * PA_PACE_IDLE_MS, or a leader that has caught up, ends pacing: a caught-up
  * leader is woken by every message, as the built-in worker is.  (Ending it at
  * the first wait without data made it flap: on 2 CPUs the walsender is often
  * preempted for a millisecond or more.)  Pacing only delays reads, by
- * PA_PACE_TICK_MS per quantum while data comes and PA_PACE_IDLE_MS when it
+ * PA_PACE_PAUSE_MS per batch while data comes and PA_PACE_IDLE_MS when it
  * stops; it never decides what is applied.  While pacing,
  * PaSub.leader_pacing tells the workers that the leader wakes by itself,
  * so a worker that runs out of work does not wake it.
@@ -99,18 +99,19 @@ PaLeader	pa_leader;
  * Measured on 2 CPUs, 200,000 hot-row transactions, one worker: pacing took
  * the catch-up from 37,000-48,000 to 53,000-71,000 transactions a second
  * (the built-in worker: mostly 46,000-57,000) and the walsender from 3.5-5.0
- * s of CPU to 2.0-3.1 s (docs/architecture.md).  A small SO_RCVBUF, a fixed
- * read timer, and a quantum that grows as fast as it shrinks were slower.
+ * s of CPU to 2.0-3.1 s (docs/benchmarks.md, fourth session).  A small
+ * SO_RCVBUF, leaving a fixed amount in the socket, and a batch that grows as
+ * fast as it shrinks were slower.
  */
 #define PA_PACE_LAG_MS			100
-#define PA_PACE_IDLE_MS		10
-#define PA_PACE_FEEDBACK_MS	100
-#define PA_PACE_TICK_MS			2
-#define PA_PACE_MIN_QUANTUM		(4 * 1024)
-#define PA_PACE_MAX_QUANTUM		(4 * 1024 * 1024)
+#define PA_PACE_IDLE_MS			10
+#define PA_PACE_FEEDBACK_MS		100
+#define PA_PACE_PAUSE_MS		2
+#define PA_PACE_MIN_BATCH		(4 * 1024)
+#define PA_PACE_MAX_BATCH		(4 * 1024 * 1024)
 
-static bool pacing = false;	/* reads are paced now */
-static int	read_quantum = 0;	/* bytes read per tick while pacing */
+static bool pacing = false;		/* reads are paced now */
+static int	read_batch = 0;		/* bytes read between two pauses */
 
 static bool subscription_changed = true;
 static TimestampTz last_recv_time = 0;
@@ -524,36 +525,44 @@ set_pacing(bool got_data)
 	/* published for the workers (see next_message() in worker.c) */
 	pg_atomic_write_u32(&pa_leader.sub->leader_pacing, pacing ? 1 : 0);
 	if (pacing)
-		read_quantum = pa_receive_batch;
+		read_batch = Max(pa_receive_batch, PA_PACE_MIN_BATCH);
+	else
+	{
+		/*
+		 * A worker that went idle while it still saw us pacing did not wake
+		 * us: look at the completions once more, after the flag is visible.
+		 */
+		pg_memory_barrier();
+		pa_dispatch_process_completions();
+	}
 	elog(DEBUG1, "parallel_apply leader %s paced reads",
 		 pacing ? "starts" : "ends");
 }
 
 /*
- * One tick of paced reading: adapt the quantum to what the last read found
- * (see the comment at the top), then wait PA_PACE_TICK_MS on the latch only.
+ * One pause of paced reading: adapt the batch to what the last read found
+ * (see the comment at the top), then wait PA_PACE_PAUSE_MS on the latch only.
  */
 static void
-pace_reads(pgsocket fd, bool quantum_read)
+pace_reads(pgsocket fd, bool batch_read)
 {
 	int			waiting = 0;
 
-	if (quantum_read)
+	if (batch_read)
 	{
 		/* bytes in the socket's receive queue (SIOCINQ) */
 		if (fd != PGINVALID_SOCKET && ioctl(fd, FIONREAD, &waiting) < 0)
 			waiting = 0;
-		if (waiting >= read_quantum / 2)
-			read_quantum = Min(read_quantum + read_quantum / 16,
-							   PA_PACE_MAX_QUANTUM);
+		if (waiting >= read_batch / 2)
+			read_batch = Min(read_batch + read_batch / 16,
+							 PA_PACE_MAX_BATCH);
 	}
 	else
-		read_quantum = Max(read_quantum - read_quantum / 4,
-						   PA_PACE_MIN_QUANTUM);
+		read_batch = Max(read_batch - read_batch / 4, PA_PACE_MIN_BATCH);
 	pg_atomic_fetch_add_u64(&pa_leader.sub->paced_reads, 1);
 
 	(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
-					 PA_PACE_TICK_MS, PG_WAIT_EXTENSION);
+					 PA_PACE_PAUSE_MS, PG_WAIT_EXTENSION);
 	ResetLatch(MyLatch);
 }
 
@@ -575,7 +584,7 @@ leader_loop(void)
 		int			rc;
 		bool		got_data;
 		int			bytes_read = 0;
-		bool		quantum_read = false;
+		bool		batch_read = false;
 
 		periodic_checks();
 
@@ -638,9 +647,9 @@ leader_loop(void)
 
 			MemoryContextReset(LeaderMessageContext);
 			bytes_read += len;
-			if (pacing && bytes_read >= read_quantum)
+			if (pacing && bytes_read >= read_batch)
 			{
-				quantum_read = true;
+				batch_read = true;
 				break;
 			}
 			len = walrcv_receive(pa_leader.conn, &buf, &fd);
@@ -675,9 +684,17 @@ leader_loop(void)
 		}
 		if (pacing)
 		{
-			pace_reads(fd, quantum_read);
+			pace_reads(fd, batch_read);
 			continue;
 		}
+
+		/*
+		 * Pacing ended after a read that stopped at the batch: libpq may
+		 * hold complete messages the socket no longer shows.  Read them
+		 * before waiting on the socket.
+		 */
+		if (batch_read)
+			continue;
 		rc = 0;
 		if (WaitEventSetWait(waitset, 1000L, &event, 1, PG_WAIT_EXTENSION) == 0)
 			rc = WL_TIMEOUT;
