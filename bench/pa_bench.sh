@@ -444,17 +444,26 @@ NCPU="$(nproc)"
 machine_busy_ticks() {	# all CPUs: user+nice+system+irq+softirq+steal
 	awk '/^cpu / { print $2 + $3 + $4 + $7 + $8 + $9; exit }' /proc/stat
 }
-cluster_ticks() {	# utime+stime of both postmasters and their children
-	local pm pids=() p total=0 t
+cluster_pids() {	# both postmasters and their children, one pid a line
+	local pm p
 	for pm in "$WORK/pub/postmaster.pid" "$WORK/sub/postmaster.pid"; do
 		[ -f "$pm" ] || continue
 		p="$(head -n 1 "$pm")"
-		pids+=("$p")
-		mapfile -t -O "${#pids[@]}" pids < <(pgrep -P "$p" || true)
+		echo "$p"
+		pgrep -P "$p" || true
 	done
-	for p in "${pids[@]}"; do
-		t="$(sed 's/^.*) //' "/proc/$p/stat" 2>/dev/null | awk '{ print $12 + $13 }')" || t=0
-		total=$((total + ${t:-0}))
+}
+
+proc_ticks() {	# utime+stime of one process, 0 if it is gone
+	local t
+	t="$(sed 's/^.*) //' "/proc/$1/stat" 2>/dev/null | awk '{ print $12 + $13 }')" || t=0
+	echo "${t:-0}"
+}
+
+cluster_ticks() {	# utime+stime of both postmasters and their children
+	local p total=0
+	for p in $(cluster_pids); do
+		total=$((total + $(proc_ticks "$p")))
 	done
 	echo "$total"
 }
@@ -463,17 +472,13 @@ cluster_ticks() {	# utime+stime of both postmasters and their children
 # start (ENABLE or attach() starts a new walsender and new apply processes):
 # "walsender apply", apply = the built-in apply worker, or leader + workers.
 role_cpu() {
-	local pm p t cmd ws=0 ap=0
-	for pm in "$WORK/pub/postmaster.pid" "$WORK/sub/postmaster.pid"; do
-		[ -f "$pm" ] || continue
-		for p in $(pgrep -P "$(head -n 1 "$pm")" || true); do
-			cmd="$(tr '\0' ' ' <"/proc/$p/cmdline" 2>/dev/null)" || continue
-			t="$(sed 's/^.*) //' "/proc/$p/stat" 2>/dev/null | awk '{ print $12 + $13 }')" || t=0
-			case "$cmd" in
-				*walsender*) ws=$((ws + ${t:-0})) ;;
-				*"logical replication worker"*|*"parallel_apply leader"*|*"parallel_apply worker"*) ap=$((ap + ${t:-0})) ;;
-			esac
-		done
+	local p cmd ws=0 ap=0
+	for p in $(cluster_pids); do
+		cmd="$(tr '\0' ' ' <"/proc/$p/cmdline" 2>/dev/null)" || continue
+		case "$cmd" in
+			*walsender*) ws=$((ws + $(proc_ticks "$p"))) ;;
+			*"logical replication worker"*|*"parallel_apply leader"*|*"parallel_apply worker"*) ap=$((ap + $(proc_ticks "$p"))) ;;
+		esac
 	done
 	awk -v w="$ws" -v a="$ap" -v hz="$CLK_TCK" 'BEGIN { printf "%.2f %.2f\n", w / hz, a / hz }'
 }

@@ -137,7 +137,7 @@ typedef struct PaSub
 	pg_atomic_uint64 dependency_waits;
 	pg_atomic_uint64 serial_retries;
 	pg_atomic_uint64 restarts;
-	pg_atomic_uint64 paced_reads;	/* ticks of paced reading (receive.c) */
+	pg_atomic_uint64 paced_reads;	/* pauses of paced reads (receive.c) */
 
 	/* queues; see pa_queue.h */
 	struct __cds_wfcq_head free_head;	/* free chunks: workers -> leader */

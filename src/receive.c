@@ -64,37 +64,37 @@ PaLeader	pa_leader;
  * loopback TCP it pays for the receiving side of every segment it sends.  A
  * reader that lags -- the built-in worker -- keeps data waiting in its
  * socket, and the walsender's messages queue in its own socket and leave in
- * a few large segments.  A
- * reader that keeps up -- as the leader does when its workers are faster than
- * the walsender -- gets every message in a segment of its own, and the
- * walsender needs twice the CPU time per transaction (measured on a hot-row
- * backlog: 3 to 5 segments per transaction and 4.2 to 5.0 s of walsender CPU
- * for 200,000 transactions, against 0.01 to 0.4 and 2.0 to 2.4 s with the
- * built-in worker; docs/benchmarks.md).  Once there, the walsender is the
- * slowest process and never gets ahead of the leader again.
+ * a few large segments.  A reader that keeps up -- as the leader does when
+ * its workers are faster than the walsender -- gets every message in a
+ * segment of its own, and the walsender needs twice the CPU time per
+ * transaction (measured on a hot-row backlog: 3 to 5 segments per
+ * transaction and 4.2 to 5.0 s of walsender CPU for 200,000 transactions,
+ * against 0.01 to 0.4 and 2.0 to 2.4 s with the built-in worker;
+ * docs/benchmarks.md).  Once there, the walsender is the slowest process and
+ * never gets ahead of the leader again.
  *
  * So while the leader is behind -- the newest transaction received committed
  * on the publisher PA_PACE_LAG_MS ago or more -- and data keeps coming, it
  * paces its reads: every PA_PACE_PAUSE_MS it reads at most read_batch bytes
  * and then waits on its latch only, not on the socket.  The batch starts at
- * parallel_apply.receive_batch (PA_PACE_MIN_BATCH at least) and adapts to the walsender: it grows by a
- * sixteenth when the leader stopped at the batch and at least half a
- * batch more was already waiting (the walsender is ahead), and shrinks by a
- * quarter when the socket ran dry first (the leader is ahead, and the
- * walsender about to send per message).  It shrinks faster than it grows
- * because a dry socket is the expensive case.  A leader whose workers are
- * slower than the walsender is limited by queue memory instead, and its
- * batch only grows.  While pacing, the leader sends status updates nobody
- * asked for at most every PA_PACE_FEEDBACK_MS; a status update the
+ * parallel_apply.receive_batch (PA_PACE_MIN_BATCH at least) and adapts to the
+ * walsender: it grows by a sixteenth when the leader stopped at the batch and
+ * at least half a batch more was already waiting (the walsender is ahead),
+ * and shrinks by a quarter when the socket ran dry first (the leader is
+ * ahead, and the walsender about to send per message).  It shrinks faster
+ * than it grows because a dry socket is the expensive case.  A leader whose
+ * workers are slower than the walsender is limited by queue memory instead,
+ * and its batch only grows.  While pacing, the leader sends status updates
+ * nobody asked for at most every PA_PACE_FEEDBACK_MS; a status update the
  * publisher asks for is sent as soon as its message is read.  No data for
  * PA_PACE_IDLE_MS, or a leader that has caught up, ends pacing: a caught-up
  * leader is woken by every message, as the built-in worker is.  (Ending it at
  * the first wait without data made it flap: on 2 CPUs the walsender is often
  * preempted for a millisecond or more.)  Pacing only delays reads, by
  * PA_PACE_PAUSE_MS per batch while data comes and PA_PACE_IDLE_MS when it
- * stops; it never decides what is applied.  While pacing,
- * PaSub.leader_pacing tells the workers that the leader wakes by itself,
- * so a worker that runs out of work does not wake it.
+ * stops; it never decides what is applied.  While pacing, PaSub.leader_pacing
+ * tells the workers that the leader wakes by itself, so a worker that runs
+ * out of work does not wake it.
  *
  * Measured on 2 CPUs, 200,000 hot-row transactions, one worker: pacing took
  * the catch-up from 37,000-48,000 to 53,000-71,000 transactions a second
