@@ -42,13 +42,20 @@ extern PGDLLIMPORT PaErrorContext pa_errctx;
 /* the subscription being applied; set by the worker before pa_apply_init() */
 extern PGDLLIMPORT Oid pa_apply_subid;
 
+/*
+ * The last transaction before the worker's open commit group (0 if none),
+ * set by the worker loop at BEGIN: a row an UPDATE or DELETE cannot find is
+ * looked for again once it has committed.
+ */
+extern PGDLLIMPORT uint64 pa_apply_predecessor;
+
 /* errcontext callback; push it with arg NULL around message processing */
 extern void pa_apply_error_callback(void *arg);
 
 /*
  * Once per worker process, after the database connection is made and
- * before the first message: registers relcache/syscache invalidation
- * callbacks and creates the applier's memory contexts.
+ * before the first message: creates the relation map (which registers its
+ * relcache invalidation callback) and the applier's memory contexts.
  */
 extern void pa_apply_init(void);
 

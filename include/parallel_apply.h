@@ -51,6 +51,7 @@ extern int	pa_retry_interval_ms;
 extern int	pa_receive_batch;
 extern int	pa_launcher_naptime_ms;
 extern int	pa_group_size;
+extern int	pa_max_transaction_keys;
 extern char *pa_database;
 
 /* A piece of the bounded queue memory: carries framed messages to a worker */
@@ -67,7 +68,8 @@ typedef struct PaChunk
 typedef struct PaTxn
 {
 	struct cds_wfcq_node done_node; /* completion queue link */
-	uint64		seq;			/* commit-order sequence number (leader) */
+	pg_atomic_uint64 seq;		/* commit-order sequence number (leader;
+								 * written after worker, with a barrier) */
 	int			worker;			/* worker it was given to (leader) */
 	TransactionId remote_xid;	/* (leader) */
 	XLogRecPtr	final_lsn;		/* remote commit ("finished at") LSN (leader) */
@@ -86,7 +88,7 @@ typedef enum PaWorkerState
 typedef struct PaWorker
 {
 	pid_t		pid;			/* 0 when the slot is free (worker) */
-	Latch	   *latch;			/* (worker) */
+	Latch	   *volatile latch;	/* (worker); read it once into a local */
 	PaWorkerState state;		/* (worker) */
 	struct __cds_wfcq_head qhead;	/* dispatch queue: leader -> worker */
 	struct cds_wfcq_tail qtail;
@@ -114,7 +116,7 @@ typedef struct PaSub
 
 	/* written by the leader */
 	pid_t		leader_pid;
-	Latch	   *leader_latch;
+	Latch	   *volatile leader_latch;	/* read it once into a local */
 	PaSubState	state;
 	int			nworkers;
 	pg_atomic_uint32 leader_waiting;	/* leader waits for free chunks */

@@ -25,8 +25,9 @@
  *	- pa_errctx.command/nspname/relname/attname are set only while a
  *	  message is processed and cleared after it; the transaction fields
  *	  belong to the worker loop.
- *	- A local row that UPDATE or DELETE cannot find is skipped with a LOG
- *	  message, as PostgreSQL 15 does (there at DEBUG1).
+ *	- A local row that UPDATE or DELETE cannot find is looked for again once
+ *	  every transaction before the worker's open group has committed, then
+ *	  skipped with PostgreSQL 15's DEBUG1 message.
  *
  *-------------------------------------------------------------------------
  */
@@ -57,10 +58,12 @@
 #include "utils/snapmgr.h"
 
 #include "pa_apply.h"
+#include "pa_commit.h"
 #include "pa_relmap.h"
 
 PaErrorContext pa_errctx;
 Oid			pa_apply_subid = InvalidOid;
+uint64		pa_apply_predecessor = 0;
 
 static MemoryContext ApplyMessageContext = NULL;
 
@@ -664,30 +667,51 @@ FindReplTupleInLocalRel(EState *estate, Relation localrel,
 }
 
 /*
- * The row to update or delete is not there: skip the change and say so.
+ * FindReplTupleInLocalRel(), but a row not found while transactions before
+ * the open group are still uncommitted is looked for again once they have
+ * committed: the dependency tracker may not have seen that one of them
+ * writes it (DESIGN.md invariant 4).  The wait is a heavyweight-lock wait
+ * (commit.c), so a cycle through rows we hold is a detected deadlock.
+ */
+static bool
+find_local_row(EState *estate, Relation localrel,
+			   LogicalRepRelation *remoterel, TupleTableSlot *remoteslot,
+			   TupleTableSlot **localslot)
+{
+	if (FindReplTupleInLocalRel(estate, localrel, remoterel, remoteslot,
+								localslot))
+		return true;
+	if (pa_apply_predecessor == 0 || !pa_wait_for_commit(pa_apply_predecessor))
+		return false;
+	return FindReplTupleInLocalRel(estate, localrel, remoterel, remoteslot,
+								   localslot);
+}
+
+/*
+ * The row to update or delete is not there: skip the change and say so, in
+ * PostgreSQL 15's words and at its level.
  */
 static void
 report_missing_row(Relation localrel, CmdType operation, bool partition)
 {
-	char	   *nspname = get_namespace_name(RelationGetNamespace(localrel));
-	char	   *relname = RelationGetRelationName(localrel);
+	const char *relname = RelationGetRelationName(localrel);
 
 	if (operation == CMD_UPDATE && !partition)
-		ereport(LOG,
-				(errmsg("logical replication did not find row to be updated in replication target relation \"%s.%s\"",
-						nspname, relname)));
+		elog(DEBUG1,
+			 "logical replication did not find row to be updated "
+			 "in replication target relation \"%s\"", relname);
 	else if (operation == CMD_UPDATE)
-		ereport(LOG,
-				(errmsg("logical replication did not find row to be updated in replication target relation's partition \"%s.%s\"",
-						nspname, relname)));
+		elog(DEBUG1,
+			 "logical replication did not find row to be updated "
+			 "in replication target relation's partition \"%s\"", relname);
 	else if (!partition)
-		ereport(LOG,
-				(errmsg("logical replication did not find row to be deleted in replication target relation \"%s.%s\"",
-						nspname, relname)));
+		elog(DEBUG1,
+			 "logical replication did not find row to be deleted "
+			 "in replication target relation \"%s\"", relname);
 	else
-		ereport(LOG,
-				(errmsg("logical replication did not find row to be deleted in replication target relation's partition \"%s.%s\"",
-						nspname, relname)));
+		elog(DEBUG1,
+			 "logical replication did not find row to be deleted "
+			 "in replication target relation's partition \"%s\"", relname);
 }
 
 /*
@@ -859,7 +883,7 @@ apply_update_internal(PaExecData *edata, ResultRelInfo *relinfo,
 	EvalPlanQualInit(&epqstate, estate, NULL, NIL, -1);
 	opened = open_indices(relinfo);
 
-	found = FindReplTupleInLocalRel(estate, localrel, relmapentry->remoterel,
+	found = find_local_row(estate, localrel, relmapentry->remoterel,
 									remoteslot, &localslot);
 	ExecClearTuple(remoteslot);
 
@@ -944,7 +968,7 @@ apply_delete_internal(PaExecData *edata, ResultRelInfo *relinfo,
 	EvalPlanQualInit(&epqstate, estate, NULL, NIL, -1);
 	opened = open_indices(relinfo);
 
-	found = FindReplTupleInLocalRel(estate, localrel,
+	found = find_local_row(estate, localrel,
 									edata->targetRel->remoterel,
 									remoteslot, &localslot);
 	if (found)
@@ -1055,7 +1079,7 @@ apply_tuple_routing(PaExecData *edata, TupleTableSlot *remoteslot,
 				ResultRelInfo *partrelinfo_new;
 				bool		found;
 
-				found = FindReplTupleInLocalRel(estate, partrel,
+				found = find_local_row(estate, partrel,
 												part_entry->remoterel,
 												remoteslot_part, &localslot);
 				if (!found)

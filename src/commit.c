@@ -37,6 +37,7 @@
 #include "access/xact.h"
 #include "catalog/indexing.h"
 #include "catalog/pg_subscription.h"
+#include "storage/ipc.h"
 #include "storage/lmgr.h"
 #include "utils/pg_lsn.h"
 #include "utils/snapmgr.h"
@@ -50,12 +51,14 @@
 
 static PaSub *my_sub = NULL;
 static RepOriginId my_origin = InvalidRepOriginId;
+static pid_t my_leader = 0;
 
 void
-pa_commit_init(PaSub *sub, RepOriginId originid)
+pa_commit_init(PaSub *sub, RepOriginId originid, pid_t leader_pid)
 {
 	my_sub = sub;
 	my_origin = originid;
+	my_leader = leader_pid;
 }
 
 static inline void
@@ -71,7 +74,7 @@ pa_commit_start(PaTxn *txn)
 {
 	LOCKTAG		tag;
 
-	set_tag(&tag, txn->seq);
+	set_tag(&tag, pg_atomic_read_u64(&txn->seq));
 	(void) LockAcquire(&tag, ExclusiveLock, true, false);
 	pg_atomic_write_u32(&txn->lock_held, 1);
 	ConditionVariableBroadcast(&my_sub->cv);
@@ -100,6 +103,7 @@ pa_wait_for_commit(uint64 seq)
 	{
 		PaTxn	   *txn;
 		uint64		cur;
+		bool		ours;
 
 		CHECK_FOR_INTERRUPTS();
 		if (pg_atomic_read_u64(&my_sub->committed_seq) >= seq)
@@ -107,18 +111,20 @@ pa_wait_for_commit(uint64 seq)
 		waited = true;
 
 		txn = &my_sub->txns[seq % PA_MAX_INFLIGHT];
-		pg_read_barrier();
+		ours = (pg_atomic_read_u64(&txn->seq) == seq);
+		pg_read_barrier();		/* seq is published after worker */
+
 		/*
 		 * A lock wait resets our latch, which would swallow a condition
 		 * variable wake-up: leave the condition variable's list first.
 		 */
-		if (txn->seq == seq && pg_atomic_read_u32(&txn->lock_held))
+		if (ours && pg_atomic_read_u32(&txn->lock_held))
 		{
 			ConditionVariableCancelSleep();
 			wait_on_lock(seq);
 			continue;
 		}
-		cur = (txn->seq == seq) ?
+		cur = ours ?
 			pg_atomic_read_u64(&my_sub->workers[txn->worker].current_seq) : 0;
 		if (cur != 0 && cur < seq)
 		{
@@ -127,8 +133,15 @@ pa_wait_for_commit(uint64 seq)
 			continue;
 		}
 
-		/* first call only registers us; the loop then checks again */
-		ConditionVariableSleep(&my_sub->cv, PG_WAIT_EXTENSION);
+		/*
+		 * The first call only registers us; the loop then checks again.  The
+		 * sleep is bounded so that we also notice a leader that is gone
+		 * (it stops its workers when it exits, but a worker never relies on
+		 * that alone: DESIGN.md invariant 7).
+		 */
+		(void) ConditionVariableTimedSleep(&my_sub->cv, 1000, PG_WAIT_EXTENSION);
+		if (my_sub->leader_pid != my_leader)
+			proc_exit(0);
 	}
 	ConditionVariableCancelSleep();
 	return waited;

@@ -51,6 +51,8 @@ typedef struct Spool
 	BufFile    *file;
 	SpoolPos	end;			/* logical end: data beyond it was aborted */
 	List	   *subxacts;		/* SpoolSubxact *, in order of first change */
+	TransactionId last_subxid;	/* of the last change written, if in
+								 * subxacts */
 } Spool;
 
 static MemoryContext SpoolContext = NULL;
@@ -119,19 +121,34 @@ spool_write(Spool *spool, TransactionId subxid, char type,
 {
 	uint32		len = 1 + bodylen;
 
-	if (subxid != spool->xid)
+	if (subxid != spool->xid && subxid != spool->last_subxid)
 	{
-		ListCell   *lc;
 		bool		known = false;
+		int			n = list_length(spool->subxacts);
+		int			i;
 
-		foreach(lc, spool->subxacts)
+		/*
+		 * Most changes belong to the sub-transaction of the change before
+		 * (checked above), and a sub-transaction seen for the first time
+		 * usually has a newer xid than all seen so far (xids are assigned in
+		 * order, parents first): so a savepoint per row costs O(1) per
+		 * change, not a scan of the list.  Otherwise look from the end, as
+		 * PostgreSQL 15's subxact_info_add() does.
+		 */
+		if (n > 0 &&
+			!TransactionIdFollows(subxid,
+								  ((SpoolSubxact *) llast(spool->subxacts))->xid))
 		{
-			if (((SpoolSubxact *) lfirst(lc))->xid == subxid)
+			for (i = n - 1; i >= 0; i--)
 			{
-				known = true;
-				break;
+				if (((SpoolSubxact *) list_nth(spool->subxacts, i))->xid == subxid)
+				{
+					known = true;
+					break;
+				}
 			}
 		}
+		spool->last_subxid = subxid;
 		if (!known)
 		{
 			MemoryContext old = MemoryContextSwitchTo(SpoolContext);
@@ -176,6 +193,7 @@ spool_abort(TransactionId xid, TransactionId subxid)
 		if (sx->xid == subxid)
 		{
 			spool->end = sx->start;
+			spool->last_subxid = InvalidTransactionId;
 			/* it and every sub-transaction that started after it are gone */
 			while (list_length(spool->subxacts) > i)
 			{

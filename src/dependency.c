@@ -6,32 +6,53 @@
  *
  * Owns: the latest-writer table (key hash -> seq of the latest transaction
  * that wrote that key), per-relation writer and barrier sequence numbers,
- * the global barrier, and the leader's description of each relation's keys.
+ * the global barrier, the per-transaction key budget, and the leader's
+ * description of each relation's keys.
  *
  * Keys of a change:
  *	- (relation, replica-identity key) from the old tuple ('K' or 'O') and
  *	  from the new tuple, for REPLICA IDENTITY DEFAULT and USING INDEX;
  *	- (index, key) for every subscriber-side unique index whose columns are
  *	  plain replicated columns, from the new tuple, and from the old tuple
- *	  when it is complete ('O', REPLICA IDENTITY FULL);
+ *	  when it is complete ('O', REPLICA IDENTITY FULL); for a partitioned
+ *	  target, unique indexes that exist only on a leaf make it table level;
  *	- a column sent as unchanged-TOAST ('u') neither claims nor frees a
  *	  value: the key containing it is skipped; a NULL never conflicts in a
  *	  unique index (unless NULLS NOT DISTINCT), so such a key is skipped too;
- *	- a REPLICA IDENTITY FULL table without a usable unique index, and a
- *	  relation the leader cannot resolve locally, are tracked at table level:
- *	  an UPDATE or DELETE depends on every earlier writer of the table and
- *	  every later change depends on it (inserts alone commute).
- * Values are hashed by their bytes, which is exact for types whose output
- * is canonical (integers, text, uuid, ...); numeric, float4 and float8,
- * whose equal values can be spelt differently (1.0 and 1.00), are converted
- * and hashed with the type's own extended hash function.
+ *	- table level: a REPLICA IDENTITY FULL table without a usable unique
+ *	  index, a relation the leader cannot resolve locally (missing, or
+ *	  locked by someone else right now), an UPDATE or DELETE that claims no
+ *	  key at all, and every change of a transaction past its key budget
+ *	  (parallel_apply.max_transaction_keys).  An UPDATE or DELETE at table
+ *	  level depends on every earlier writer of the table and every later
+ *	  change depends on it; inserts alone commute (except past the budget,
+ *	  where their keys are not recorded, so they are barriers too).
+ * Values are hashed by their bytes only where byte equality is the
+ * subscriber's equality: the same type on both sides, one of a short list
+ * of types with canonical text output (integers, oid, bool, uuid, date,
+ * time, timestamp, timestamptz and bytea with the session settings pinned
+ * by receive.c), and text-like types only under a deterministic collation.
+ * Every other key column is converted with the subscriber column type's
+ * input (or receive) function and hashed with that type's extended hash
+ * function under the index's collation, so equal values (1.0 and 1.00,
+ * 'A' and 'a' in citext, '1 day' and '24:00:00') hash equal.  A key column
+ * whose type has no hash function makes the relation table level.
  *
- * Barriers: a RELATION message that differs from the cached one makes its
- * transaction depend on every earlier writer of that relation and every
- * later change of the relation depend on it; TRUNCATE (which may cascade to
- * tables the message does not name) does the same for all relations.
+ * Barriers: a RELATION message that differs from the cached one, and a
+ * local change of the relation that changes its keys (an index created or
+ * dropped), make the transaction depend on every earlier writer of the
+ * relation and every later change of the relation depend on it; TRUNCATE
+ * (which may cascade to tables the message does not name) does the same
+ * for all relations.
  *
  * Invariants kept here:
+ *	- the leader never waits for a heavyweight lock on a user table: the
+ *	  local relation is locked only conditionally, and while it cannot be,
+ *	  the relation is tracked at table level (DESIGN.md invariant 7);
+ *	- a relcache invalidation re-resolves only the relation it concerns;
+ *	- a transaction records at most parallel_apply.max_transaction_keys
+ *	  keys, so no transaction size makes the table grow without bound
+ *	  (invariant 8);
  *	- a transaction never depends on itself (its own keys are de-duplicated
  *	  by writer seq);
  *	- entries whose writer has committed are ignored and pruned;
@@ -45,17 +66,22 @@
  */
 #include "postgres.h"
 
+#include "access/genam.h"
 #include "access/htup_details.h"
 #include "access/relation.h"
 #include "access/xact.h"
 #include "catalog/namespace.h"
+#include "catalog/pg_collation.h"
 #include "catalog/pg_index.h"
+#include "catalog/pg_inherits.h"
 #include "catalog/pg_type.h"
 #include "common/hashfn.h"
 #include "libpq/pqformat.h"
 #include "miscadmin.h"
 #include "nodes/makefuncs.h"
 #include "pa_dependency.h"
+#include "parallel_apply.h"
+#include "storage/lmgr.h"
 #include "utils/builtins.h"
 #include "utils/hsearch.h"
 #include "utils/inval.h"
@@ -67,12 +93,13 @@
 
 #define KEYS_PRUNE_THRESHOLD	(64 * 1024)
 
+/* How one key column is hashed */
 typedef struct DepCol
 {
 	bool		typed;			/* convert and hash with the type's function */
 	Oid			ioparam;
 	FmgrInfo	infunc;
-	FmgrInfo	recvfunc;
+	FmgrInfo	recvfunc;		/* fn_oid invalid: the type has none */
 	FmgrInfo	hashfunc;
 	Oid			collation;
 } DepCol;
@@ -82,6 +109,7 @@ typedef struct DepKey
 	uint32		tag;			/* relation id for the RI key, index oid */
 	int			ncols;
 	int		   *cols;			/* remote column numbers */
+	DepCol	   *hash;			/* how each of them is hashed */
 	bool		nulls_distinct;
 } DepKey;
 
@@ -89,14 +117,20 @@ typedef struct DepRel
 {
 	LogicalRepRelId remoteid;	/* hash key */
 	LogicalRepRelation *remote;
-	bool		resolved;
+	bool		resolved;		/* keys below match the local relation */
+	uint64		retry_seq;		/* could not be resolved during this
+								 * transaction (locked): retry at the next */
+	Oid			localrelid;		/* local relation, InvalidOid if none */
+	int			nleaves;		/* leaf partitions of a partitioned target */
+	Oid		   *leaves;
 	bool		table_level;
 	bool		ri_usable;
 	DepKey		ri;
 	int			nuniq;
 	DepKey	   *uniq;
-	DepCol	   *colinfo;		/* per remote column */
+	uint64		signature;		/* of the keys resolved, 0 before the first */
 	uint64		last_writer;
+	uint64		prev_writer;	/* last writer before last_writer */
 	uint64		barrier;
 	MemoryContext cxt;			/* remote description */
 	MemoryContext rescxt;		/* what resolve_rel derived (child of cxt) */
@@ -123,18 +157,48 @@ static uint64 committed = 0;
 static uint64 global_barrier = 0;
 static long prune_at = KEYS_PRUNE_THRESHOLD;
 
-static void pa_dep_invalidate(void);
+/* the key budget of the transaction being dispatched */
+static uint64 budget_seq = 0;
+static int	budget_used = 0;
 
+/*
+ * A local relation changed (its relcache entry was invalidated): re-resolve
+ * the relations it concerns at their next change.  A relation that does not
+ * exist locally is re-resolved at any invalidation, which is how a table
+ * created later is found.
+ */
 static void
 dep_relcache_cb(Datum arg, Oid relid)
 {
-	pa_dep_invalidate();
+	HASH_SEQ_STATUS status;
+	DepRel	   *rel;
+
+	if (rels == NULL)
+		return;
+	hash_seq_init(&status, rels);
+	while ((rel = hash_seq_search(&status)) != NULL)
+	{
+		int			i;
+
+		if (!rel->resolved)
+			continue;
+		if (relid == InvalidOid || rel->localrelid == relid ||
+			!OidIsValid(rel->localrelid))
+		{
+			rel->resolved = false;
+			continue;
+		}
+		for (i = 0; i < rel->nleaves; i++)
+			if (rel->leaves[i] == relid)
+				rel->resolved = false;
+	}
 }
 
 void
 pa_dep_init(void)
 {
 	HASHCTL		ctl;
+	static bool callback_registered = false;
 
 	DepContext = AllocSetContextCreate(TopMemoryContext,
 									   "parallel_apply dependencies",
@@ -151,21 +215,11 @@ pa_dep_init(void)
 	ctl.entrysize = sizeof(DepRel);
 	rels = hash_create("parallel_apply dependency relations", 256, &ctl,
 					   HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
-	CacheRegisterRelcacheCallback(dep_relcache_cb, (Datum) 0);
-}
-
-/* Any local schema change: re-resolve every relation at its next change */
-static void
-pa_dep_invalidate(void)
-{
-	HASH_SEQ_STATUS status;
-	DepRel	   *rel;
-
-	if (rels == NULL)
-		return;
-	hash_seq_init(&status, rels);
-	while ((rel = hash_seq_search(&status)) != NULL)
-		rel->resolved = false;
+	if (!callback_registered)
+	{
+		CacheRegisterRelcacheCallback(dep_relcache_cb, (Datum) 0);
+		callback_registered = true;
+	}
 }
 
 void
@@ -199,6 +253,8 @@ pa_dep_note(PaDepAcc *acc, uint64 dep)
 void
 pa_dep_begin(uint64 seq, PaDepAcc *acc)
 {
+	budget_seq = seq;
+	budget_used = 0;
 	if (global_barrier != seq)
 		pa_dep_note(acc, global_barrier);
 }
@@ -208,6 +264,30 @@ pa_dep_truncate(uint64 seq, PaDepAcc *acc)
 {
 	pa_dep_note(acc, seq - 1);
 	global_barrier = seq;
+}
+
+/* Transaction seq writes the relation */
+static inline void
+rel_write(DepRel *rel, uint64 seq)
+{
+	if (rel->last_writer != seq)
+	{
+		rel->prev_writer = rel->last_writer;
+		rel->last_writer = seq;
+	}
+}
+
+/*
+ * Transaction seq is a barrier for the relation: it depends on every
+ * earlier writer of the relation (the latest one, other than itself, is
+ * enough: commits are ordered), and every later change depends on it.
+ */
+static void
+rel_barrier(DepRel *rel, uint64 seq, PaDepAcc *acc)
+{
+	pa_dep_note(acc, rel->last_writer == seq ? rel->prev_writer : rel->last_writer);
+	rel->barrier = seq;
+	rel_write(rel, seq);
 }
 
 static DepRel *
@@ -221,7 +301,13 @@ get_rel(LogicalRepRelId relid)
 	{
 		rel->remote = NULL;
 		rel->resolved = false;
+		rel->retry_seq = 0;
+		rel->localrelid = InvalidOid;
+		rel->nleaves = 0;
+		rel->leaves = NULL;
+		rel->signature = 0;
 		rel->last_writer = 0;
+		rel->prev_writer = 0;
 		rel->barrier = 0;
 		rel->cxt = AllocSetContextCreate(DepContext, "parallel_apply dependency relation",
 										 ALLOCSET_SMALL_SIZES);
@@ -243,6 +329,8 @@ pa_dep_relation(uint64 seq, LogicalRepRelId relid, const char *msg, int len,
 
 	MemoryContextReset(rel->cxt);	/* also deletes rescxt */
 	rel->rescxt = NULL;
+	rel->nleaves = 0;
+	rel->leaves = NULL;
 	old = MemoryContextSwitchTo(rel->cxt);
 	s.data = (char *) msg;
 	s.len = len;
@@ -251,15 +339,11 @@ pa_dep_relation(uint64 seq, LogicalRepRelId relid, const char *msg, int len,
 	rel->remote = logicalrep_read_rel(&s);
 	MemoryContextSwitchTo(old);
 	rel->resolved = false;
+	rel->retry_seq = 0;
 
+	/* a schema change is a barrier for the relation */
 	if (changed && seq != 0)
-	{
-		/* a schema change is a barrier for the relation */
-		if (rel->last_writer != seq)
-			pa_dep_note(acc, rel->last_writer);
-		rel->barrier = seq;
-		rel->last_writer = seq;
-	}
+		rel_barrier(rel, seq, acc);
 	return rel;
 }
 
@@ -274,90 +358,186 @@ remote_col(LogicalRepRelation *remote, const char *attname)
 	return -1;
 }
 
-static bool
-type_needs_conversion(Oid typid)
+static Form_pg_attribute
+local_att(TupleDesc desc, const char *attname)
 {
-	return typid == NUMERICOID || typid == FLOAT4OID || typid == FLOAT8OID;
+	int			i;
+
+	for (i = 0; i < desc->natts; i++)
+	{
+		Form_pg_attribute att = TupleDescAttr(desc, i);
+
+		if (!att->attisdropped && strcmp(NameStr(att->attname), attname) == 0)
+			return att;
+	}
+	return NULL;
 }
 
-/* Look at the local table: which unique indexes give keys, how to hash */
-static void
-resolve_rel(DepRel *rel)
+/*
+ * Are equal values of this type always sent with the same bytes, text or
+ * binary, and is byte equality its equality under this collation?
+ */
+static bool
+byte_canonical(Oid typid, int32 typmod, Oid collation)
+{
+	switch (typid)
+	{
+		case INT2OID:
+		case INT4OID:
+		case INT8OID:
+		case OIDOID:
+		case BOOLOID:
+		case CHAROID:
+		case UUIDOID:
+		case DATEOID:
+		case TIMEOID:
+		case TIMESTAMPOID:
+		case TIMESTAMPTZOID:	/* TimeZone is pinned (receive.c) */
+		case BYTEAOID:			/* bytea_output is pinned (receive.c) */
+			return true;
+		case BPCHAROID:
+			/* unbounded bpchar drops trailing blanks when comparing */
+			if (typmod < 0)
+				return false;
+			/* FALLTHROUGH */
+		case TEXTOID:
+		case VARCHAROID:
+		case NAMEOID:
+			return !OidIsValid(collation) ||
+				get_collation_isdeterministic(collation);
+		default:
+			return false;
+	}
+}
+
+/*
+ * How to hash a key column whose local column is att and whose remote type
+ * is remotetyp, under collation: by bytes where that is exact, else by the
+ * local type's own extended hash function.  False if it cannot be hashed
+ * (no hash function): the relation is then tracked at table level.
+ */
+static bool
+setup_col(DepCol *col, Form_pg_attribute att, Oid remotetyp, Oid collation,
+		  MemoryContext cxt)
+{
+	TypeCacheEntry *tce;
+	Oid			basetyp;
+	int32		basetypmod = att->atttypmod;
+	HeapTuple	tup;
+	Form_pg_type typform;
+
+	memset(col, 0, sizeof(DepCol));
+	if (att->atttypid == remotetyp &&
+		byte_canonical(att->atttypid, att->atttypmod, collation))
+		return true;
+
+	tce = lookup_type_cache(att->atttypid, TYPECACHE_HASH_EXTENDED_PROC_FINFO);
+	if (!OidIsValid(tce->hash_extended_proc))
+		return false;
+
+	/* a domain's input would check its constraints: use the base type's */
+	basetyp = getBaseTypeAndTypmod(att->atttypid, &basetypmod);
+	tup = SearchSysCache1(TYPEOID, ObjectIdGetDatum(basetyp));
+	if (!HeapTupleIsValid(tup))
+		return false;
+	typform = (Form_pg_type) GETSTRUCT(tup);
+	col->ioparam = getTypeIOParam(tup);
+	fmgr_info_cxt(typform->typinput, &col->infunc, cxt);
+	if (OidIsValid(typform->typreceive))
+		fmgr_info_cxt(typform->typreceive, &col->recvfunc, cxt);
+	ReleaseSysCache(tup);
+
+	fmgr_info_copy(&col->hashfunc, &tce->hash_extended_proc_finfo, cxt);
+	col->collation = collation;
+	col->typed = true;
+	return true;
+}
+
+static uint64
+signature_of_key(uint64 h, DepKey *key)
+{
+	int			i;
+
+	h = hash_combine64(h, key->tag);
+	h = hash_combine64(h, key->nulls_distinct);
+	for (i = 0; i < key->ncols; i++)
+	{
+		h = hash_combine64(h, key->cols[i]);
+		h = hash_combine64(h, key->hash[i].typed ?
+						   key->hash[i].hashfunc.fn_oid : 0);
+		h = hash_combine64(h, key->hash[i].collation);
+	}
+	return h;
+}
+
+/*
+ * Does a partition of a partitioned target have a unique index of its own
+ * (not a partition of an index of the root)?  The leaf oids are kept for
+ * invalidation.  Sets *locked to false if a leaf is locked by someone else.
+ */
+static bool
+leaf_only_unique(DepRel *rel, Oid relid, bool *locked)
+{
+	List	   *leaves = find_all_inheritors(relid, NoLock, NULL);
+	ListCell   *lc;
+	bool		found = false;
+
+	*locked = true;
+	rel->leaves = palloc(sizeof(Oid) * Max(list_length(leaves), 1));
+	rel->nleaves = 0;
+	foreach(lc, leaves)
+	{
+		Oid			leaf = lfirst_oid(lc);
+		Relation	leafrel;
+		List	   *indexes;
+		ListCell   *ic;
+
+		if (leaf == relid)
+			continue;
+		rel->leaves[rel->nleaves++] = leaf;
+		if (found)
+			continue;
+		if (!ConditionalLockRelationOid(leaf, AccessShareLock))
+		{
+			*locked = false;
+			continue;
+		}
+		leafrel = try_relation_open(leaf, NoLock);
+		if (leafrel == NULL)
+		{
+			UnlockRelationOid(leaf, AccessShareLock);
+			continue;
+		}
+		indexes = RelationGetIndexList(leafrel);
+		foreach(ic, indexes)
+		{
+			Oid			indexoid = lfirst_oid(ic);
+			HeapTuple	tup = SearchSysCache1(INDEXRELID, ObjectIdGetDatum(indexoid));
+
+			if (!HeapTupleIsValid(tup))
+				continue;
+			if (((Form_pg_index) GETSTRUCT(tup))->indisunique &&
+				!get_rel_relispartition(indexoid))
+				found = true;
+			ReleaseSysCache(tup);
+		}
+		list_free(indexes);
+		relation_close(leafrel, NoLock);
+		UnlockRelationOid(leaf, AccessShareLock);
+	}
+	list_free(leaves);
+	return found;
+}
+
+/* The unique indexes of localrel that give keys, into rel->uniq */
+static bool
+resolve_unique_keys(DepRel *rel, Relation localrel)
 {
 	LogicalRepRelation *remote = rel->remote;
-	MemoryContext old;
-	Oid			relid;
-	Relation	localrel;
-	List	   *indexes;
+	List	   *indexes = RelationGetIndexList(localrel);
 	ListCell   *lc;
 	int			i;
-	bool		started = false;
 
-	if (rel->rescxt == NULL)
-		rel->rescxt = AllocSetContextCreate(rel->cxt, "parallel_apply dependency keys",
-											ALLOCSET_SMALL_SIZES);
-	else
-		MemoryContextReset(rel->rescxt);
-	old = MemoryContextSwitchTo(rel->rescxt);
-	rel->table_level = false;
-	rel->nuniq = 0;
-	rel->uniq = NULL;
-	rel->colinfo = palloc0(sizeof(DepCol) * Max(remote->natts, 1));
-	if (!IsTransactionState())
-	{
-		StartTransactionCommand();
-		started = true;
-		MemoryContextSwitchTo(rel->rescxt);
-	}
-
-	/* the replica identity columns, as the publisher flagged them */
-	rel->ri.tag = remote->remoteid;
-	rel->ri.nulls_distinct = false;
-	rel->ri.ncols = 0;
-	rel->ri.cols = palloc(sizeof(int) * Max(remote->natts, 1));
-	for (i = 0; i < remote->natts; i++)
-		if (bms_is_member(i, remote->attkeys))
-			rel->ri.cols[rel->ri.ncols++] = i;
-	/*
-	 * How to hash each column depends only on its remote type, so that the
-	 * same value hashes the same before and after a local schema change.
-	 */
-	for (i = 0; i < remote->natts; i++)
-	{
-		Oid			typid = remote->atttyps[i];
-		DepCol	   *col = &rel->colinfo[i];
-		Oid			func;
-		TypeCacheEntry *tce;
-
-		if (!type_needs_conversion(typid))
-			continue;
-		tce = lookup_type_cache(typid, TYPECACHE_HASH_EXTENDED_PROC_FINFO);
-		if (!OidIsValid(tce->hash_extended_proc))
-			continue;
-		getTypeInputInfo(typid, &func, &col->ioparam);
-		fmgr_info_cxt(func, &col->infunc, rel->rescxt);
-		getTypeBinaryInputInfo(typid, &func, &col->ioparam);
-		fmgr_info_cxt(func, &col->recvfunc, rel->rescxt);
-		fmgr_info_copy(&col->hashfunc, &tce->hash_extended_proc_finfo, rel->rescxt);
-		col->collation = InvalidOid;
-		col->typed = true;
-	}
-
-	rel->ri_usable = (remote->replident == REPLICA_IDENTITY_DEFAULT ||
-					  remote->replident == REPLICA_IDENTITY_INDEX) &&
-		rel->ri.ncols > 0;
-
-	relid = RangeVarGetRelid(makeRangeVar(remote->nspname, remote->relname, -1),
-							 AccessShareLock, true);
-	if (!OidIsValid(relid))
-	{
-		/* the worker will report it; be conservative meanwhile */
-		rel->table_level = true;
-		goto done;
-	}
-	localrel = relation_open(relid, NoLock);
-
-	indexes = RelationGetIndexList(localrel);
 	rel->uniq = palloc(sizeof(DepKey) * Max(list_length(indexes), 1));
 	foreach(lc, indexes)
 	{
@@ -366,6 +546,9 @@ resolve_rel(DepRel *rel)
 		Form_pg_index form;
 		DepKey	   *key;
 		bool		usable = true;
+		Datum		d;
+		bool		isnull;
+		oidvector  *collations;
 
 		if (!HeapTupleIsValid(tup))
 			continue;
@@ -376,12 +559,17 @@ resolve_rel(DepRel *rel)
 			ReleaseSysCache(tup);
 			continue;
 		}
+		d = SysCacheGetAttr(INDEXRELID, tup, Anum_pg_index_indcollation, &isnull);
+		Assert(!isnull);
+		collations = (oidvector *) DatumGetPointer(d);
+
 		key = &rel->uniq[rel->nuniq];
 		key->tag = indexoid;
 		key->nulls_distinct = !form->indnullsnotdistinct;
 		key->ncols = form->indnkeyatts;
 		key->cols = palloc(sizeof(int) * Max(key->ncols, 1));
-		for (i = 0; i < key->ncols; i++)
+		key->hash = palloc(sizeof(DepCol) * Max(key->ncols, 1));
+		for (i = 0; i < key->ncols && usable; i++)
 		{
 			AttrNumber	attnum = form->indkey.values[i];
 			Form_pg_attribute att = TupleDescAttr(RelationGetDescr(localrel), attnum - 1);
@@ -389,10 +577,17 @@ resolve_rel(DepRel *rel)
 
 			if (rc < 0)
 			{
-				usable = false;
+				usable = false;	/* not replicated: never claims a value */
 				break;
 			}
 			key->cols[i] = rc;
+			if (!setup_col(&key->hash[i], att, remote->atttyps[rc],
+						   collations->values[i], rel->rescxt))
+			{
+				ReleaseSysCache(tup);
+				list_free(indexes);
+				return false;
+			}
 		}
 		ReleaseSysCache(tup);
 
@@ -407,7 +602,9 @@ resolve_rel(DepRel *rel)
 
 				same = false;
 				for (j = 0; j < rel->ri.ncols; j++)
-					if (rel->ri.cols[j] == key->cols[i])
+					if (rel->ri.cols[j] == key->cols[i] &&
+						rel->ri.hash[j].typed == key->hash[i].typed &&
+						rel->ri.hash[j].collation == key->hash[i].collation)
 						same = true;
 			}
 			if (same)
@@ -417,17 +614,134 @@ resolve_rel(DepRel *rel)
 			rel->nuniq++;
 	}
 	list_free(indexes);
-	relation_close(localrel, NoLock);
+	return true;
+}
+
+/*
+ * Look at the local table: which keys its changes claim, and how to hash
+ * them.  Never waits for a lock: if the table is locked by someone else (a
+ * worker's TRUNCATE, a local ALTER TABLE), the relation is tracked at table
+ * level until the next transaction tries again.  When the keys differ from
+ * the ones used so far, transaction seq is a barrier for the relation: the
+ * keys earlier transactions claimed are not comparable with the new ones.
+ */
+static void
+resolve_rel(DepRel *rel, uint64 seq, PaDepAcc *acc)
+{
+	LogicalRepRelation *remote = rel->remote;
+	MemoryContext old;
+	Oid			relid;
+	Relation	localrel = NULL;
+	int			i;
+	bool		started = false;
+	bool		locked = false;
+	bool		retry = false;
+	uint64		sig;
+
+	if (rel->rescxt == NULL)
+		rel->rescxt = AllocSetContextCreate(rel->cxt, "parallel_apply dependency keys",
+											ALLOCSET_SMALL_SIZES);
+	else
+		MemoryContextReset(rel->rescxt);
+	old = MemoryContextSwitchTo(rel->rescxt);
+	rel->table_level = true;	/* until shown otherwise */
+	rel->ri_usable = false;
+	rel->nuniq = 0;
+	rel->uniq = NULL;
+	rel->nleaves = 0;
+	rel->leaves = NULL;
+	rel->ri.tag = remote->remoteid;
+	rel->ri.nulls_distinct = false;
+	rel->ri.ncols = 0;
+	rel->ri.cols = palloc(sizeof(int) * Max(remote->natts, 1));
+	rel->ri.hash = palloc0(sizeof(DepCol) * Max(remote->natts, 1));
+	if (!IsTransactionState())
+	{
+		StartTransactionCommand();
+		started = true;
+		MemoryContextSwitchTo(rel->rescxt);
+	}
+
+	relid = RangeVarGetRelid(makeRangeVar(remote->nspname, remote->relname, -1),
+							 NoLock, true);
+	rel->localrelid = relid;
+	if (!OidIsValid(relid))
+		goto done;				/* the worker will report it */
+	if (!ConditionalLockRelationOid(relid, AccessShareLock))
+	{
+		retry = true;
+		goto done;
+	}
+	locked = true;
+	/* locking processed invalidations: is the name still this relation's? */
+	if (RangeVarGetRelid(makeRangeVar(remote->nspname, remote->relname, -1),
+						 NoLock, true) != relid ||
+		(localrel = try_relation_open(relid, NoLock)) == NULL)
+	{
+		retry = true;
+		goto done;
+	}
+
+	/* the replica identity columns, as the publisher flagged them */
+	for (i = 0; i < remote->natts; i++)
+	{
+		Form_pg_attribute att;
+
+		if (!bms_is_member(i, remote->attkeys))
+			continue;
+		att = local_att(RelationGetDescr(localrel), remote->attnames[i]);
+		if (att == NULL ||
+			!setup_col(&rel->ri.hash[rel->ri.ncols], att, remote->atttyps[i],
+					   att->attcollation, rel->rescxt))
+			goto done;			/* the worker reports a missing column */
+		rel->ri.cols[rel->ri.ncols++] = i;
+	}
+	rel->ri_usable = (remote->replident == REPLICA_IDENTITY_DEFAULT ||
+					  remote->replident == REPLICA_IDENTITY_INDEX) &&
+		rel->ri.ncols > 0;
+
+	if (!resolve_unique_keys(rel, localrel))
+		goto done;
+	if (localrel->rd_rel->relkind == RELKIND_PARTITIONED_TABLE)
+	{
+		bool		leaves_locked;
+
+		if (leaf_only_unique(rel, relid, &leaves_locked) || !leaves_locked)
+		{
+			retry = !leaves_locked;
+			goto done;
+		}
+	}
 
 	/* FULL identity: rows are found by unique indexes, or not at all */
-	if (remote->replident == REPLICA_IDENTITY_FULL && rel->nuniq == 0)
-		rel->table_level = true;
+	rel->table_level = (remote->replident == REPLICA_IDENTITY_FULL &&
+						rel->nuniq == 0);
 
 done:
+	if (localrel != NULL)
+		relation_close(localrel, NoLock);
+	if (locked)
+		UnlockRelationOid(relid, AccessShareLock);
 	if (started)
 		CommitTransactionCommand();
 	MemoryContextSwitchTo(old);
-	rel->resolved = true;
+
+	if (rel->table_level)
+	{
+		rel->ri_usable = false;
+		rel->nuniq = 0;
+	}
+	sig = hash_combine64(rel->table_level ? 1 : 2, rel->ri_usable);
+	if (rel->ri_usable)
+		sig = signature_of_key(sig, &rel->ri);
+	for (i = 0; i < rel->nuniq; i++)
+		sig = signature_of_key(sig, &rel->uniq[i]);
+	sig |= 1;
+	if (rel->signature != 0 && rel->signature != sig)
+		rel_barrier(rel, seq, acc);
+	rel->signature = sig;
+	rel->resolved = !retry;
+	rel->retry_seq = retry ? seq : 0;
 }
 
 static int
@@ -453,37 +767,66 @@ parse_tuple(StringInfo s, ColVal *cols, int maxcols)
 	return natts;
 }
 
+/*
+ * A typed column's hash: the value converted with the subscriber type's
+ * input or receive function, hashed with its extended hash function.  A
+ * value the conversion rejects is hashed by its bytes: the worker will
+ * fail on it and report it, with the transaction's context.
+ */
 static uint64
 hash_value(DepCol *col, ColVal *v)
 {
-	Datum		d;
+	MemoryContext cxt = CurrentMemoryContext;
+	volatile uint64 h = 0;
+	volatile bool ok = true;
 
 	if (!col->typed)
 		return hash_bytes_extended((const unsigned char *) v->data, v->len, 0);
 
-	if (v->kind == LOGICALREP_COLUMN_TEXT)
+	PG_TRY();
 	{
-		char	   *str = pnstrdup(v->data, v->len);
+		Datum		d;
+		char	   *copy = palloc(v->len + 1);
 
-		d = InputFunctionCall(&col->infunc, str, col->ioparam, -1);
+		/* the bytes may contain zeros: copy them all (no pnstrdup) */
+		memcpy(copy, v->data, v->len);
+		copy[v->len] = '\0';
+		if (v->kind == LOGICALREP_COLUMN_TEXT)
+			d = InputFunctionCall(&col->infunc, copy, col->ioparam, -1);
+		else if (OidIsValid(col->recvfunc.fn_oid))
+		{
+			StringInfoData buf;
+
+			buf.data = copy;
+			buf.len = v->len;
+			buf.maxlen = v->len + 1;
+			buf.cursor = 0;
+			d = ReceiveFunctionCall(&col->recvfunc, &buf, col->ioparam, -1);
+			if (buf.cursor != buf.len)
+				ok = false;
+		}
+		else
+			ok = false;
+		if (ok)
+			h = DatumGetUInt64(FunctionCall2Coll(&col->hashfunc, col->collation,
+												 d, UInt64GetDatum(0)));
 	}
-	else
+	PG_CATCH();
 	{
-		StringInfoData buf;
-
-		buf.data = pnstrdup(v->data, v->len);
-		buf.len = v->len;
-		buf.maxlen = v->len + 1;
-		buf.cursor = 0;
-		d = ReceiveFunctionCall(&col->recvfunc, &buf, col->ioparam, -1);
+		MemoryContextSwitchTo(cxt);
+		FlushErrorState();
+		ok = false;
 	}
-	return DatumGetUInt64(FunctionCall2Coll(&col->hashfunc, col->collation,
-											d, UInt64GetDatum(0)));
+	PG_END_TRY();
+
+	if (!ok)
+		return hash_bytes_extended((const unsigned char *) v->data, v->len, 0);
+	return h;
 }
 
-/* Claim one key for seq; note the previous writer. */
-static void
-claim_key(DepRel *rel, DepKey *key, ColVal *cols, int ncols, bool unique,
+/* Claim one key for seq; note the previous writer.  False if skipped. */
+static bool
+claim_key(DepKey *key, ColVal *cols, int ncols, bool unique,
 		  uint64 seq, PaDepAcc *acc)
 {
 	uint64		h = ((uint64) key->tag << 1) | (unique ? 1 : 0);
@@ -497,37 +840,42 @@ claim_key(DepRel *rel, DepKey *key, ColVal *cols, int ncols, bool unique,
 		ColVal	   *v;
 
 		if (c >= ncols)
-			return;
+			return false;
 		v = &cols[c];
 		if (v->kind == LOGICALREP_COLUMN_UNCHANGED)
-			return;				/* neither claims nor frees */
+			return false;		/* neither claims nor frees */
 		if (v->kind == LOGICALREP_COLUMN_NULL)
 		{
 			if (unique && key->nulls_distinct)
-				return;			/* NULLs never conflict */
+				return false;	/* NULLs never conflict */
 			h = hash_combine64(h, 0x9e3779b97f4a7c15ULL);
 			continue;
 		}
-		h = hash_combine64(h, hash_value(&rel->colinfo[c], v));
+		h = hash_combine64(h, hash_value(&key->hash[i], v));
 	}
 
 	e = hash_search(keys, &h, HASH_ENTER, &found);
 	if (found && e->seq != seq)
 		pa_dep_note(acc, e->seq);
 	e->seq = seq;
+	budget_used++;
+	return true;
 }
 
-static void
+/* Claim a tuple's keys; returns how many were claimed */
+static int
 claim_tuple(DepRel *rel, ColVal *cols, int ncols, bool complete, bool ri,
 			uint64 seq, PaDepAcc *acc)
 {
+	int			n = 0;
 	int			i;
 
 	if (ri && rel->ri_usable)
-		claim_key(rel, &rel->ri, cols, ncols, false, seq, acc);
+		n += claim_key(&rel->ri, cols, ncols, false, seq, acc);
 	if (complete)
 		for (i = 0; i < rel->nuniq; i++)
-			claim_key(rel, &rel->uniq[i], cols, ncols, true, seq, acc);
+			n += claim_key(&rel->uniq[i], cols, ncols, true, seq, acc);
+	return n;
 }
 
 /* An INSERT, UPDATE or DELETE message of transaction seq on relation rel */
@@ -538,6 +886,7 @@ pa_dep_change(uint64 seq, PaDepRel *rel, const char *msg, int len, PaDepAcc *acc
 	char		type = msg[0];
 	ColVal	   *cols;
 	int			natts;
+	int			claimed = 0;
 	MemoryContext old;
 
 	s.data = (char *) msg;
@@ -547,8 +896,8 @@ pa_dep_change(uint64 seq, PaDepRel *rel, const char *msg, int len, PaDepAcc *acc
 
 	if (rel->barrier != seq)
 		pa_dep_note(acc, rel->barrier);
-	if (!rel->resolved)
-		resolve_rel(rel);
+	if (!rel->resolved && rel->retry_seq != seq)
+		resolve_rel(rel, seq, acc);
 	if (rel->table_level)
 	{
 		/*
@@ -557,15 +906,23 @@ pa_dep_change(uint64 seq, PaDepRel *rel, const char *msg, int len, PaDepAcc *acc
 		 * waits for it.
 		 */
 		if (type != LOGICAL_REP_MSG_INSERT)
-		{
-			if (rel->last_writer != seq)
-				pa_dep_note(acc, rel->last_writer);
-			rel->barrier = seq;
-		}
-		rel->last_writer = seq;
+			rel_barrier(rel, seq, acc);
+		else
+			rel_write(rel, seq);
 		return;
 	}
-	rel->last_writer = seq;
+
+	/*
+	 * Past its key budget a transaction records no more keys: each of its
+	 * changes is a barrier for its relation instead.
+	 */
+	Assert(budget_seq == seq);
+	if (budget_used + 2 * (1 + rel->nuniq) > pa_max_transaction_keys)
+	{
+		rel_barrier(rel, seq, acc);
+		return;
+	}
+	rel_write(rel, seq);
 
 	old = MemoryContextSwitchTo(ChangeContext);
 	cols = palloc(sizeof(ColVal) * Max(rel->remote->natts, 1));
@@ -573,7 +930,7 @@ pa_dep_change(uint64 seq, PaDepRel *rel, const char *msg, int len, PaDepAcc *acc
 	{
 		(void) pq_getmsgbyte(&s);	/* 'N' */
 		natts = parse_tuple(&s, cols, rel->remote->natts);
-		claim_tuple(rel, cols, natts, true, true, seq, acc);
+		claimed += claim_tuple(rel, cols, natts, true, true, seq, acc);
 	}
 	else
 	{
@@ -583,16 +940,23 @@ pa_dep_change(uint64 seq, PaDepRel *rel, const char *msg, int len, PaDepAcc *acc
 		{
 			natts = parse_tuple(&s, cols, rel->remote->natts);
 			/* 'K' has only the key; 'O' is the whole old row */
-			claim_tuple(rel, cols, natts, tag == 'O', true, seq, acc);
+			claimed += claim_tuple(rel, cols, natts, tag == 'O', true, seq, acc);
 			if (type == LOGICAL_REP_MSG_UPDATE)
 				tag = pq_getmsgbyte(&s);
 		}
 		if (type == LOGICAL_REP_MSG_UPDATE && tag == 'N')
 		{
 			natts = parse_tuple(&s, cols, rel->remote->natts);
-			claim_tuple(rel, cols, natts, true, true, seq, acc);
+			claimed += claim_tuple(rel, cols, natts, true, true, seq, acc);
 		}
 	}
 	MemoryContextSwitchTo(old);
 	MemoryContextReset(ChangeContext);
+
+	/*
+	 * An UPDATE or DELETE that claimed no key (NULLs in every unique key of
+	 * a FULL table) finds its row by a comparison the keys do not see.
+	 */
+	if (claimed == 0 && type != LOGICAL_REP_MSG_INSERT)
+		rel_barrier(rel, seq, acc);
 }

@@ -45,6 +45,10 @@
 #include "pa_leader.h"
 #include "pa_protocol.h"
 #include "pa_queue.h"
+#include "replication/syncrep.h"
+#include "replication/walsender.h"
+#include "replication/walsender_private.h"
+#include "storage/lwlock.h"
 #include "utils/hsearch.h"
 #include "utils/memutils.h"
 
@@ -208,7 +212,7 @@ worker_of(uint64 seq)
 	if (seq == 0 || fifo[seq % PA_FIFO_SIZE].done)
 		return -1;
 	t = &pa_leader.sub->txns[seq % PA_MAX_INFLIGHT];
-	return t->seq == seq ? t->worker : -1;
+	return pg_atomic_read_u64(&t->seq) == seq ? t->worker : -1;
 }
 
 /*
@@ -289,7 +293,7 @@ go_direct(void)
 	inflight[w]++;
 	txn->worker = w;
 	pg_write_barrier();
-	txn->seq = cur_seq;
+	pg_atomic_write_u64(&txn->seq, cur_seq);
 
 	write_frame(w, PA_MSG_BEGIN, &cur_begin, sizeof(cur_begin));
 	for (i = 0; i < ntouched; i++)
@@ -323,7 +327,8 @@ pa_dispatch_begin(TransactionId xid, XLogRecPtr final_lsn, TimestampTz committim
 
 	seq = next_seq++;
 	txn = &sub->txns[seq % PA_MAX_INFLIGHT];
-	txn->seq = 0;				/* published with its worker in go_direct */
+	pg_atomic_write_u64(&txn->seq, 0);	/* published with its worker in
+											 * go_direct */
 	txn->remote_xid = xid;
 	txn->final_lsn = final_lsn;
 	txn->local_end = InvalidXLogRecPtr;
@@ -383,6 +388,17 @@ pa_dispatch_relation(LogicalRepRelId relid, const char *msg, int len)
 	{
 		if (entry->len == len && memcmp(entry->msg, msg, len) == 0)
 			return;				/* re-sent unchanged */
+
+		/*
+		 * A RELATION takes effect at its place in the transaction's stream:
+		 * the changes buffered so far were encoded under the old
+		 * description, so they must reach the worker, behind the old
+		 * description, before the new one replaces it.  go_direct() sends
+		 * the current (old) version; the next change of the relation sends
+		 * the new one (send_relation_if_needed).
+		 */
+		if (cur_seq != 0 && cur_worker < 0 && entry->touched_seq == cur_seq)
+			go_direct();
 		pfree(entry->msg);
 	}
 	else
@@ -396,9 +412,7 @@ pa_dispatch_relation(LogicalRepRelId relid, const char *msg, int len)
 	entry->len = len;
 	entry->version++;
 
-	/* a changed schema is a barrier; keep it after the changes before it */
-	if (found && cur_seq != 0 && cur_worker < 0 && entry->touched_seq == cur_seq)
-		go_direct();
+	/* a changed schema is a barrier for the relation (dependency.c) */
 	entry->dep = pa_dep_relation(cur_seq, relid, msg, len, found, &cur_deps);
 }
 
@@ -481,7 +495,7 @@ pa_dispatch_process_completions(void)
 
 	while ((txn = pa_done_receive(sub)) != NULL)
 	{
-		FifoEntry  *e = &fifo[txn->seq % PA_FIFO_SIZE];
+		FifoEntry  *e = &fifo[pg_atomic_read_u64(&txn->seq) % PA_FIFO_SIZE];
 
 		e->local_end = txn->local_end;
 		e->done = true;
@@ -528,10 +542,45 @@ pa_dispatch_flush_wal_if_idle(void)
 	}
 }
 
+/*
+ * What the subscriber's synchronous standbys have confirmed, for the wait
+ * mode the subscription's synchronous_commit asks for, or the local flush
+ * position when it asks for none.  The built-in worker's commits wait in
+ * SyncRepWaitForLSN() before it reports them; ours are asynchronous, so the
+ * leader reports as flushed only what the standbys confirmed (invariant 3):
+ * after a failover to such a standby, nothing the publisher was told is
+ * flushed is missing.
+ */
+static XLogRecPtr
+durable_position(void)
+{
+	XLogRecPtr	flushptr = GetFlushRecPtr(NULL);
+	const char *sc = pa_leader.mysub->synccommit;
+	int			mode;
+
+	if (strcmp(sc, "remote_write") == 0)
+		mode = SYNC_REP_WAIT_WRITE;
+	else if (strcmp(sc, "on") == 0)
+		mode = SYNC_REP_WAIT_FLUSH;
+	else if (strcmp(sc, "remote_apply") == 0)
+		mode = SYNC_REP_WAIT_APPLY;
+	else
+		return flushptr;		/* off, local */
+	if (max_wal_senders == 0 || SyncRepStandbyNames == NULL ||
+		SyncRepStandbyNames[0] == '\0')
+		return flushptr;
+
+	LWLockAcquire(SyncRepLock, LW_SHARED);
+	if (WalSndCtl->lsn[mode] < flushptr)
+		flushptr = WalSndCtl->lsn[mode];
+	LWLockRelease(SyncRepLock);
+	return flushptr;
+}
+
 void
 pa_dispatch_positions(XLogRecPtr *applied, XLogRecPtr *flushed, bool *pending)
 {
-	XLogRecPtr	flushptr = GetFlushRecPtr(NULL);
+	XLogRecPtr	flushptr = durable_position();
 
 	while (flushed_upto < done_upto)
 	{

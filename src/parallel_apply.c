@@ -33,6 +33,7 @@ int			pa_retry_interval_ms = 5000;
 int			pa_receive_batch = 32 * 1024;
 int			pa_launcher_naptime_ms = 10000;
 int			pa_group_size = 32;
+int			pa_max_transaction_keys = 65536;
 char	   *pa_database = NULL;
 
 bool		pa_preloaded = false;
@@ -112,7 +113,10 @@ pa_shmem_startup(void)
 				pg_atomic_init_u32(&sub->workers[j].sleeping, 0);
 			}
 			for (j = 0; j < PA_MAX_INFLIGHT; j++)
+			{
+				pg_atomic_init_u64(&sub->txns[j].seq, 0);
 				pg_atomic_init_u32(&sub->txns[j].lock_held, 0);
+			}
 			pa_queue_reset(sub);
 		}
 	}
@@ -201,6 +205,11 @@ _PG_init(void)
 							"Maximum number of consecutive remote transactions a worker commits together.",
 							"A worker applies the next transaction in commit order in the same local transaction when it is already queued for it; 1 commits every transaction on its own.",
 							&pa_group_size, 32, 1, 1024,
+							PGC_SIGHUP, 0, NULL, NULL, NULL);
+	DefineCustomIntVariable("parallel_apply.max_transaction_keys",
+							"Maximum number of keys the leader records for one remote transaction.",
+							"Past it, every further change of the transaction is a barrier for its table (later changes of the table wait for the transaction's commit), so the leader's memory stays bounded whatever the transaction's size.",
+							&pa_max_transaction_keys, 65536, 0, INT_MAX / 2,
 							PGC_SIGHUP, 0, NULL, NULL, NULL);
 	DefineCustomIntVariable("parallel_apply.queue_memory",
 							"Shared memory for queued changes, per attached subscription.",

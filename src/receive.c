@@ -117,6 +117,7 @@ static bool subscription_changed = true;
 static TimestampTz last_recv_time = 0;
 static TimestampTz last_check_time = 0;
 static MemoryContext LeaderMessageContext = NULL;
+static bool reporting_worker_exit = false;	/* the ERROR is a worker's */
 
 static void leader_shutdown(int code, Datum arg);
 
@@ -147,6 +148,7 @@ check_subscription(void)
 {
 	Subscription *newsub;
 	bool		attached;
+	MemoryContext caller = CurrentMemoryContext;
 	MemoryContext old;
 
 	if (pa_leader.sub->stop_requested)
@@ -162,6 +164,7 @@ check_subscription(void)
 	MemoryContextSwitchTo(old);
 	attached = pa_subscription_is_attached(pa_leader.sub->subid);
 	CommitTransactionCommand();
+	MemoryContextSwitchTo(caller);	/* not TopMemoryContext, mid-burst */
 
 	if (newsub == NULL)
 		leader_step_aside("the subscription was dropped");
@@ -181,8 +184,10 @@ check_subscription(void)
 			cur->twophasestate != newsub->twophasestate ||
 			strcmp(cur->slotname ? cur->slotname : "", newsub->slotname ? newsub->slotname : "") != 0 ||
 			strcmp(cur->synccommit, newsub->synccommit) != 0 ||
+			cur->owner != newsub->owner ||
 			!equal(cur->publications, newsub->publications))
 			leader_step_aside("the subscription's settings changed; the engine restarts with the new ones");
+		FreeSubscription(cur);
 	}
 	pa_leader.mysub = newsub;
 }
@@ -243,10 +248,23 @@ check_workers(void)
 			 * tracker could not see) does not happen then; a genuine one
 			 * happens again and is retried the same way.
 			 */
-			if (pg_atomic_read_u64(&sub->serial_until) < pa_leader.last_received)
-				pg_atomic_write_u64(&sub->serial_until, pa_leader.last_received);
+			/*
+			 * The window reaches the failed transaction's own finish LSN
+			 * too: a large transaction is given to its worker before its
+			 * COMMIT is read.
+			 */
+			{
+				XLogRecPtr	until = pa_leader.last_received;
 
-			if (seq != 0 && txn->seq == seq)
+				if (seq != 0 && pg_atomic_read_u64(&txn->seq) == seq &&
+					txn->final_lsn > until)
+					until = txn->final_lsn;
+				if (pg_atomic_read_u64(&sub->serial_until) < until)
+					pg_atomic_write_u64(&sub->serial_until, until);
+			}
+
+			reporting_worker_exit = true;
+			if (seq != 0 && pg_atomic_read_u64(&txn->seq) == seq)
 				ereport(ERROR,
 						(errcode(ERRCODE_INTERNAL_ERROR),
 						 errmsg("parallel_apply worker %d of subscription \"%s\" exited while applying remote transaction %u",
@@ -566,6 +584,30 @@ pace_reads(pgsocket fd, bool batch_read)
 	ResetLatch(MyLatch);
 }
 
+/*
+ * A publisher that sent nothing for wal_receiver_timeout is gone, as the
+ * built-in worker decides; at half of it, ask it for a reply once.
+ */
+static void
+check_publisher_timeout(bool *ping_sent)
+{
+	TimestampTz now;
+
+	if (wal_receiver_timeout <= 0)
+		return;
+	now = GetCurrentTimestamp();
+	if (now >= TimestampTzPlusMilliseconds(last_recv_time, wal_receiver_timeout))
+		ereport(ERROR,
+				(errcode(ERRCODE_CONNECTION_FAILURE),
+				 errmsg("terminating parallel_apply leader due to timeout")));
+	if (!*ping_sent &&
+		now >= TimestampTzPlusMilliseconds(last_recv_time, wal_receiver_timeout / 2))
+	{
+		*ping_sent = true;
+		pa_leader_send_feedback(true, true);
+	}
+}
+
 static void
 leader_loop(void)
 {
@@ -581,7 +623,6 @@ leader_loop(void)
 		pgsocket	fd = PGINVALID_SOCKET;
 		char	   *buf = NULL;
 		int			len;
-		int			rc;
 		bool		got_data;
 		int			bytes_read = 0;
 		bool		batch_read = false;
@@ -695,30 +736,19 @@ leader_loop(void)
 		 */
 		if (batch_read)
 			continue;
-		rc = 0;
 		if (WaitEventSetWait(waitset, 1000L, &event, 1, PG_WAIT_EXTENSION) == 0)
-			rc = WL_TIMEOUT;
+		{
+			pa_leader_send_feedback(false, false);
+			pgstat_report_stat(true);
+		}
 		else if (event.events & WL_LATCH_SET)
 			ResetLatch(MyLatch);
 
-		if (rc & WL_TIMEOUT && wal_receiver_timeout > 0)
-		{
-			TimestampTz now = GetCurrentTimestamp();
-			bool		request_reply = false;
-
-			if (now >= TimestampTzPlusMilliseconds(last_recv_time, wal_receiver_timeout))
-				ereport(ERROR,
-						(errcode(ERRCODE_CONNECTION_FAILURE),
-						 errmsg("terminating parallel_apply leader due to timeout")));
-			if (!ping_sent &&
-				now >= TimestampTzPlusMilliseconds(last_recv_time, wal_receiver_timeout / 2))
-			{
-				request_reply = true;
-				ping_sent = true;
-			}
-			pa_leader_send_feedback(request_reply, request_reply);
-			pgstat_report_stat(true);
-		}
+		/*
+		 * Whatever woke us (a worker, a signal, the socket), a publisher
+		 * silent for wal_receiver_timeout is gone.
+		 */
+		check_publisher_timeout(&ping_sent);
 	}
 }
 
@@ -729,17 +759,17 @@ leader_shutdown(int code, Datum arg)
 	int			i;
 
 	/*
-	 * After an error, stop the workers at once.  On a clean stop they see
-	 * their leader gone at their next wake-up and exit by themselves.
+	 * A worker's life is its leader's: stop every worker, whatever the
+	 * reason we exit.  A worker may be waiting for a transaction whose
+	 * frames we never handed over, or hold an open group; its transaction
+	 * is rolled back and the next engine restarts from the origin, so
+	 * nothing is lost (PostgreSQL 16+ stops its parallel apply workers the
+	 * same way).  Workers also watch their leader in every wait.
 	 */
 	for (i = 0; i < pa_leader.nworkers; i++)
 	{
-		Latch	   *latch = sub->workers[i].latch;
-
-		if (code != 0 && pa_leader.handles[i])
+		if (pa_leader.handles[i])
 			TerminateBackgroundWorker(pa_leader.handles[i]);
-		else if (latch)
-			SetLatch(latch);
 	}
 
 	if (pa_leader.conn)
@@ -761,6 +791,38 @@ leader_shutdown(int code, Datum arg)
 			SetLatch(latch);
 	}
 	pa_wake_launcher();
+}
+
+/*
+ * The text the publisher sends for timestamptz and bytea depends on its
+ * walsender's TimeZone and bytea_output, which a reload of the publisher's
+ * configuration can change in the middle of the connection; the dependency
+ * tracker hashes those values by their bytes (dependency.c).  Pin them for
+ * the session, as libpqwalreceiver pins datestyle, intervalstyle and
+ * extra_float_digits.  Both are valid input whatever the subscriber's own
+ * settings, so what is applied does not change.
+ */
+static void
+pin_session_settings(void)
+{
+	static const char *const cmds[] = {
+		"SET TimeZone = 'UTC'",
+		"SET bytea_output = 'hex'",
+	};
+	int			i;
+
+	for (i = 0; i < lengthof(cmds); i++)
+	{
+		WalRcvExecResult *res = walrcv_exec(pa_leader.conn, cmds[i], 0, NULL);
+
+		if (res->status != WALRCV_OK_COMMAND)
+			ereport(ERROR,
+					(errcode(ERRCODE_CONNECTION_FAILURE),
+					 errmsg("parallel_apply leader for subscription \"%s\" could not run \"%s\" on the publisher: %s",
+							pa_leader.mysub->name, cmds[i],
+							res->err ? res->err : "unexpected result")));
+		walrcv_clear_result(res);
+	}
 }
 
 void
@@ -851,6 +913,7 @@ pa_leader_main(Datum main_arg)
 		server_version >= 140000;
 	options.proto.logical.twophase = false;
 
+	pin_session_settings();
 	walrcv_startstreaming(pa_leader.conn, &options);
 	pa_leader.last_received = origin_startpos;
 	wait_for_workers();
@@ -861,5 +924,21 @@ pa_leader_main(Datum main_arg)
 					LSN_FORMAT_ARGS(origin_startpos))));
 	sub->state = PA_SUB_STREAMING;
 
-	leader_loop();
+	/*
+	 * The leader's own errors (a lost connection, a protocol error) are
+	 * apply errors too, as they are for the built-in worker; a worker that
+	 * failed has counted its error already.
+	 */
+	PG_TRY();
+	{
+		leader_loop();
+	}
+	PG_CATCH();
+	{
+		AbortOutOfAnyTransaction();
+		if (!reporting_worker_exit)
+			pgstat_report_subscription_error(sub->subid, true);
+		PG_RE_THROW();
+	}
+	PG_END_TRY();
 }

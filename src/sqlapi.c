@@ -193,10 +193,13 @@ stop_engine(Oid subid, const char *name)
 	sub = pa_find_sub(subid);
 	if (sub != NULL)
 	{
+		Latch	   *latch = sub->leader_latch;
+
 		sub->stop_requested = true;
 		sub->stop_requester = MyProcPid;
-		if (sub->leader_latch)
-			SetLatch(sub->leader_latch);
+
+		if (latch != NULL)
+			SetLatch(latch);
 	}
 	LWLockRelease(pa_shared->lock);
 	if (sub == NULL)

@@ -49,6 +49,7 @@
 #include "postmaster/interrupt.h"
 #include "replication/origin.h"
 #include "storage/ipc.h"
+#include "storage/lock.h"
 #include "storage/proc.h"
 #include "tcop/tcopprot.h"
 #include "utils/guc.h"
@@ -62,6 +63,13 @@ static char origin_name[NAMEDATALEN];
 static bool flush_commits = false;	/* subscription asks for durability */
 
 /*
+ * The open commit group: consecutive transactions first..last applied in
+ * the current local transaction, not committed yet.
+ */
+static uint64 group_first = 0;
+static uint64 group_last = 0;
+
+/*
  * Runs before PostgreSQL releases our locks at exit (registered after the
  * connection, so before ShutdownPostgres): waiters must not take our
  * commit-order lock, once released, for a commit that did not happen.
@@ -70,12 +78,14 @@ static void
 worker_before_exit(int code, Datum arg)
 {
 	uint64		seq = pg_atomic_read_u64(&me->current_seq);
+	uint64		s;
 
-	if (seq != 0)
+	/* every transaction of the open group, not only the current one */
+	for (s = (group_first != 0 ? group_first : seq); s != 0 && s <= seq; s++)
 	{
-		PaTxn	   *txn = &my_sub->txns[seq % PA_MAX_INFLIGHT];
+		PaTxn	   *txn = &my_sub->txns[s % PA_MAX_INFLIGHT];
 
-		if (txn->seq == seq)
+		if (pg_atomic_read_u64(&txn->seq) == s)
 			pg_atomic_write_u32(&txn->lock_held, 0);
 	}
 	me->failed_seq = (code != 0) ? seq : 0;
@@ -92,8 +102,12 @@ worker_detach(int code, Datum arg)
 	me->pid = 0;
 	ConditionVariableBroadcast(&my_sub->cv);
 	pa_wake_launcher();
-	if (my_sub->leader_latch)
-		SetLatch(my_sub->leader_latch);
+	{
+		Latch	   *leader_latch = my_sub->leader_latch;
+
+		if (leader_latch != NULL)
+			SetLatch(leader_latch);
+	}
 }
 
 static void
@@ -159,6 +173,8 @@ peek_message(PaMsgBegin *begin)
 static void
 next_message(StringInfo msg)
 {
+	bool		told_leader = false;
+
 	for (;;)
 	{
 		if (fill_inbuf())
@@ -188,10 +204,19 @@ next_message(StringInfo msg)
 			 * of 1,500, and three times its CPU time.)  A leader waiting for
 			 * queue memory is woken in any case: we hold none of it now.
 			 */
-			if (my_sub->leader_latch &&
+			Latch	   *leader_latch = my_sub->leader_latch;
+
+			/*
+			 * Once per idle period: a leader woken every second by idle
+			 * workers would never see its own wait time out.
+			 */
+			if (leader_latch != NULL && !told_leader &&
 				(!pg_atomic_read_u32(&my_sub->leader_pacing) ||
 				 pg_atomic_read_u32(&my_sub->leader_waiting)))
-				SetLatch(my_sub->leader_latch);
+			{
+				SetLatch(leader_latch);
+				told_leader = true;
+			}
 			(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
 							 1000L, PG_WAIT_EXTENSION);
 			ResetLatch(MyLatch);
@@ -207,12 +232,6 @@ next_message(StringInfo msg)
 	}
 }
 
-/*
- * The open commit group: consecutive transactions first..last applied in
- * the current local transaction, not committed yet.
- */
-static uint64 group_first = 0;
-static uint64 group_last = 0;
 
 /* Commit the open group in order and report each of its transactions */
 static void
@@ -237,6 +256,20 @@ commit_group(const PaMsgCommit *commit)
 	 */
 	if (flush_commits && local_end != InvalidXLogRecPtr && peek_message(NULL) == 0)
 		XLogFlush(local_end);
+}
+
+/*
+ * The most transactions a group may hold: parallel_apply.group_size, but
+ * each holds a commit-order lock until the group commits, so all workers'
+ * groups together stay within a quarter of the shared lock table.
+ */
+static uint64
+group_limit(void)
+{
+	int			nworkers = Max(my_sub->nworkers, 1);
+	int			cap = max_locks_per_xact * MaxBackends / (4 * nworkers);
+
+	return (uint64) Max(1, Min(pa_group_size, cap));
 }
 
 static void
@@ -275,7 +308,7 @@ worker_loop(void)
 
 					memcpy(&begin, msg.data + 1, sizeof(begin));
 					txn = &my_sub->txns[begin.seq % PA_MAX_INFLIGHT];
-					Assert(txn->seq == begin.seq);
+					Assert(pg_atomic_read_u64(&txn->seq) == begin.seq);
 					pa_errctx.remote_xid = begin.remote_xid;
 					pa_errctx.finish_lsn = begin.final_lsn;
 
@@ -284,6 +317,7 @@ worker_loop(void)
 					if (group_first == 0)
 						group_first = begin.seq;
 					group_last = begin.seq;
+					pa_apply_predecessor = group_first - 1;
 					finish_lsn = begin.final_lsn;
 					skipping = begin.skip;
 					if (skipping)
@@ -348,7 +382,7 @@ worker_loop(void)
 					 * skipped); otherwise commit the group.
 					 */
 					if (was_skipping ||
-						group_last - group_first + 1 >= (uint64) pa_group_size ||
+						group_last - group_first + 1 >= group_limit() ||
 						peek_message(&next) != PA_MSG_BEGIN ||
 						next.seq != group_last + 1 || next.skip)
 						commit_group(&commit);
@@ -411,7 +445,7 @@ pa_worker_main(Datum main_arg)
 	originid = replorigin_by_name(origin_name, false);
 	CommitTransactionCommand();
 
-	pa_commit_init(my_sub, originid);
+	pa_commit_init(my_sub, originid, my_args.leader_pid);
 	pa_apply_subid = my_args.subid;
 	pa_apply_init();
 	pa_errctx.origin_name = origin_name;
@@ -419,5 +453,20 @@ pa_worker_main(Datum main_arg)
 	/* tag our WAL with the subscription's origin, as the built-in worker does */
 	replorigin_session_origin = originid;
 
-	worker_loop();
+	/*
+	 * Count every apply error in pg_stat_subscription_stats, as the built-in
+	 * worker does (PostgreSQL 15 start_apply()): abort first, so that the
+	 * statistics are sent outside the failed transaction.
+	 */
+	PG_TRY();
+	{
+		worker_loop();
+	}
+	PG_CATCH();
+	{
+		AbortOutOfAnyTransaction();
+		pgstat_report_subscription_error(my_args.subid, true);
+		PG_RE_THROW();
+	}
+	PG_END_TRY();
 }
