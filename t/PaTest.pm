@@ -68,6 +68,12 @@ our @EXPORT = qw(
   pa_log_pos
   pa_wait_log
   pa_log_since
+  pa_poll_for
+  pa_check_equal_within
+  pa_catchup_within
+  pa_wait_log_for
+  pa_log_errors
+  pa_stat
 );
 
 # True unless PA_NO_ENGINE is set: tests then run against parallel_apply.
@@ -114,7 +120,7 @@ sub pa_publisher
 
 =pod
 
-=item pa_subscriber($name, workers => N, conf => $extra, create_extension => 1)
+=item pa_subscriber($name, workers => N, conf => $extra, create_extension => 1, allows_streaming => 0)
 
 A started subscriber with parallel_apply in shared_preload_libraries,
 parallel_apply.workers = N (default 4), retry_interval = 1s,
@@ -129,7 +135,7 @@ sub pa_subscriber
 	$name //= 'subscriber';
 	my $workers = $opts{workers} // 4;
 	my $node = PostgreSQL::Test::Cluster->new($name);
-	$node->init;
+	$node->init(allows_streaming => $opts{allows_streaming} // 0);
 	$node->append_conf('postgresql.conf', $common_conf);
 	$node->append_conf(
 		'postgresql.conf', qq(
@@ -806,6 +812,152 @@ sub pa_log_since
 {
 	my ($node, $pos) = @_;
 	return PostgreSQL::Test::Utils::slurp_file($node->logfile, $pos // 0);
+}
+
+=pod
+
+=item pa_poll_for($node, $query, $expected, $seconds, $db)
+
+Like pa_poll, but bounded by wall-clock time ($seconds) instead of
+timeout_default, and it does not die: returns 1 once $query returns
+$expected, 0 after $seconds (with a diag of the last answer).  For the
+"must make progress" waits of tests that reproduce hangs.
+
+=cut
+
+sub pa_poll_for
+{
+	my ($node, $query, $expected, $seconds, $db) = @_;
+	$expected //= 't';
+	$db //= 'postgres';
+	my $deadline = time + $seconds;
+	my ($out, $err) = ('', '');
+	while (1)
+	{
+		$node->psql($db, $query, stdout => \$out, stderr => \$err);
+		$out //= '';
+		$err //= '';
+		return 1 if $out eq $expected && $err eq '';
+		last if time >= $deadline;
+		usleep(200_000);
+	}
+	diag("not reached within ${seconds}s: <$query> returned <$out> (expected <$expected>)"
+		  . ($err ne '' ? " stderr: $err" : ''));
+	return 0;
+}
+
+=pod
+
+=item pa_check_equal_within($pub, $sub, $seconds, @tables)
+
+pa_check_equal with a wall-clock bound: one test per table, each table
+given at most $seconds (measured from the call) to become equal.
+
+=cut
+
+sub pa_check_equal_within
+{
+	my ($pub, $sub, $seconds, @tables) = @_;
+	local $Test::Builder::Level = $Test::Builder::Level + 1;
+	my $db = 'postgres';
+	my $deadline = time + $seconds;
+	my $all = 1;
+	foreach my $t (@tables)
+	{
+		my $cols = _columns($pub, $t, $db);
+		my $sql = pa_table_hash_sql($t, $cols);
+		my $want = $pub->safe_psql($db, $sql);
+		my $left = $deadline - time;
+		$left = 1 if $left < 1;
+		pa_poll_for($sub, $sql, $want, $left, $db);
+		my $got = $sub->safe_psql($db, $sql);
+		$all = 0 unless is($got, $want, "table $t equal on both sides");
+	}
+	return $all;
+}
+
+=pod
+
+=item pa_catchup_within($pub, $subname, $seconds)
+
+True once the walsender of $subname reports a replay position at or past
+the publisher's current WAL position (taken at the call), within $seconds.
+
+=cut
+
+sub pa_catchup_within
+{
+	my ($pub, $subname, $seconds) = @_;
+	my $target = $pub->safe_psql('postgres', 'SELECT pg_current_wal_lsn()');
+	return pa_poll_for($pub,
+		"SELECT coalesce(bool_and(replay_lsn >= '$target'), false) FROM pg_stat_replication WHERE application_name = '$subname'",
+		't', $seconds);
+}
+
+=pod
+
+=item pa_wait_log_for($node, $re, $pos, $seconds)
+
+Poll the server log (from offset $pos) for $re for at most $seconds.
+Returns the matched text (true) or undef (false); does not die.
+
+=cut
+
+sub pa_wait_log_for
+{
+	my ($node, $re, $pos, $seconds) = @_;
+	my $deadline = time + $seconds;
+	while (1)
+	{
+		my $log = PostgreSQL::Test::Utils::slurp_file($node->logfile, $pos // 0);
+		return $1 if $log =~ /($re)/;
+		return undef if time >= $deadline;
+		usleep(100_000);
+	}
+}
+
+=pod
+
+=item pa_log_errors($node, $pos, $max)
+
+The ERROR/FATAL lines of the server log from $pos (at most $max, default
+10, with the line after each), as one string; for diagnostics and for
+tests that require a clean log.
+
+=cut
+
+sub pa_log_errors
+{
+	my ($node, $pos, $max) = @_;
+	$max //= 10;
+	my @lines = split /\n/, PostgreSQL::Test::Utils::slurp_file($node->logfile, $pos // 0);
+	my @hits;
+	for (my $i = 0; $i < @lines && @hits < $max; $i++)
+	{
+		next unless $lines[$i] =~ /(?:ERROR|FATAL|PANIC):  /;
+		my $h = $lines[$i];
+		$h .= "\n" . $lines[ $i + 1 ]
+		  if $i + 1 < @lines && $lines[ $i + 1 ] =~ /(?:DETAIL|CONTEXT|HINT):  /;
+		push @hits, $h;
+	}
+	return join("\n", @hits);
+}
+
+=pod
+
+=item pa_stat($sub, $subname, $column)
+
+One column of parallel_apply.stat_subscription for $subname ('' when the
+subscription has no row, undef with PA_NO_ENGINE).
+
+=cut
+
+sub pa_stat
+{
+	my ($sub, $subname, $col, $db) = @_;
+	return undef unless pa_engine();
+	return $sub->safe_psql($db // 'postgres',
+		"SELECT $col FROM parallel_apply.stat_subscription WHERE subname = '$subname'");
 }
 
 1;
