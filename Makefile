@@ -4,7 +4,7 @@ MODULE_big = parallel_apply
 OBJS = \
 	src/parallel_apply.o \
 	src/launcher.o \
-	src/receive.o \
+	src/leader.o \
 	src/decode.o \
 	src/dispatch.o \
 	src/dependency.o \

@@ -1,15 +1,20 @@
 /*-------------------------------------------------------------------------
  *
  * pa_leader.h
- *	  Contracts between the leader's stages: receive (src/receive.c),
+ *	  Contracts between the leader's stages: the loop (src/leader.c),
  *	  decode (src/decode.c) and dispatch (src/dispatch.c).
  *
- * receive hands every pgoutput message to decode; decode turns the stream
- * (including streamed transactions, which it spools) into whole remote
- * transactions and calls dispatch; dispatch gives each a commit-order
- * sequence number and a worker and writes it into that worker's queue.
- * When queue memory is full, dispatch calls pa_leader_idle(), which keeps
- * the connection alive without reading from it.
+ * The leader's loop (src/leader.c) hands every pgoutput message to decode;
+ * decode turns the stream (including streamed transactions, which it
+ * spools) into whole remote transactions and calls dispatch; dispatch gives
+ * each a commit-order sequence number and a worker and writes it into that
+ * worker's queue.  Data flows one way: decode and dispatch never call the
+ * loop and never wait.  When queue memory runs out, dispatch keeps the rest
+ * of the message in an outbox and says so (pa_dispatch_ready() false); the
+ * loop then stops reading, waits for resources -- processing completions,
+ * handing partly filled chunks over and answering the publisher, nothing
+ * else -- and drains the outboxes (and a streamed transaction's replay,
+ * pa_decode_replay) before it reads the next message.
  *
  *-------------------------------------------------------------------------
  */
@@ -42,17 +47,18 @@ typedef struct PaLeader
 
 extern PaLeader pa_leader;
 
-/* receive.c */
-extern void pa_leader_idle(bool for_chunk);
-extern void pa_leader_send_feedback(bool force, bool request_reply);
-
 /* decode.c */
 extern void pa_decode_init(void);
 extern void pa_decode_message(StringInfo s);
 extern bool pa_decode_in_remote_transaction(void);
+extern bool pa_decode_replaying(void);
+extern void pa_decode_replay(void);
 
 /* dispatch.c */
 extern void pa_dispatch_init(void);
+extern bool pa_dispatch_ready(void);
+extern bool pa_dispatch_drain(void);
+extern bool pa_dispatch_needs_memory(void);
 extern void pa_dispatch_begin(TransactionId xid, XLogRecPtr final_lsn,
 							  TimestampTz committime);
 extern void pa_dispatch_relation(LogicalRepRelId relid, const char *msg, int len);

@@ -5,17 +5,22 @@
  *	  layout every process of the engine agrees on, and the entry points of
  *	  the background workers.
  *
- * One PaSub slot exists per attached subscription.  Its fields are written
- * by exactly one kind of process each (noted per field), so that the hot
- * paths need no locks:
+ * One PaSub slot exists per attached subscription.  Each field says which
+ * process writes it.  Fields read by other processes are pg_atomic_* (with
+ * barriers where the order of two fields matters), or pointers read once
+ * into a local; the hot paths take no locks:
  *
  *	- the leader owns the transaction ring entries it dispatches, the chunk
  *	  free queue (single consumer) and the completion queue (single
  *	  consumer);
  *	- each apply worker owns its dispatch queue (single consumer) and
  *	  advances the commit watermark when its commit turn comes;
+ *	- a few fields have two writers, never at the same time: the leader
+ *	  resets the watermark and the ring's lock_held flags before any worker
+ *	  of its life starts, and restart_now is set by the leader before it
+ *	  exits and cleared by the launcher once it has seen the exit;
  *	- PaShared->lock (an LWLock) protects only slot assignment and the
- *	  in_use/subid/dbid/stop_requested fields.
+ *	  in_use/subid/stop_requested fields.
  *
  *-------------------------------------------------------------------------
  */
@@ -74,7 +79,8 @@ typedef struct PaTxn
 	TransactionId remote_xid;	/* (leader) */
 	XLogRecPtr	final_lsn;		/* remote commit ("finished at") LSN (leader) */
 	XLogRecPtr	local_end;		/* local commit record end (worker) */
-	pg_atomic_uint32 lock_held; /* worker holds this seq's commit lock */
+	pg_atomic_uint32 lock_held; /* worker holds this seq's commit lock
+								 * (worker; reset by the leader at BEGIN) */
 } PaTxn;
 
 typedef enum PaWorkerState
@@ -110,7 +116,6 @@ typedef struct PaSub
 	/* protected by PaShared->lock */
 	bool		in_use;
 	Oid			subid;
-	Oid			dbid;
 	bool		stop_requested; /* detach or drop in progress */
 	int			stop_requester; /* pid of the backend asking */
 
@@ -127,9 +132,13 @@ typedef struct PaSub
 	pg_atomic_uint64 flushed_lsn;
 	pg_atomic_uint64 serial_until;	/* re-apply serially up to this LSN
 									 * after a worker failed */
-	bool		restart_now;	/* skip retry_interval once */
+	bool		restart_now;	/* skip retry_interval once (leader sets it
+								 * before exiting, launcher clears it) */
 
-	/* commit watermark: seq of the last transaction committed in order */
+	/*
+	 * commit watermark: seq of the last transaction committed in order
+	 * (workers; reset by the leader at start, before its workers run)
+	 */
 	pg_atomic_uint64 committed_seq;
 	ConditionVariable cv;		/* broadcast when a transaction starts or
 								 * commits */
@@ -139,7 +148,7 @@ typedef struct PaSub
 	pg_atomic_uint64 dependency_waits;
 	pg_atomic_uint64 serial_retries;
 	pg_atomic_uint64 restarts;
-	pg_atomic_uint64 paced_reads;	/* pauses of paced reads (receive.c) */
+	pg_atomic_uint64 paced_reads;	/* pauses of paced reads (leader.c) */
 
 	/* queues; see pa_queue.h */
 	struct __cds_wfcq_head free_head;	/* free chunks: workers -> leader */
@@ -157,7 +166,6 @@ typedef struct PaSub
 typedef struct PaShared
 {
 	LWLock	   *lock;
-	pid_t		launcher_pid;
 	Latch	   *launcher_latch;
 	int			nsubs;
 	PaSub		subs[FLEXIBLE_ARRAY_MEMBER];
@@ -182,7 +190,7 @@ extern PGDLLEXPORT void pa_launcher_main(Datum main_arg);
 extern bool pa_subscription_is_attached(Oid subid);
 extern char *pa_attach_marker_name(Oid subid);
 
-/* receive.c: leader entry point */
+/* leader.c: leader entry point */
 extern PGDLLEXPORT void pa_leader_main(Datum main_arg);
 
 /* worker.c: apply worker entry point */

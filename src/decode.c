@@ -19,6 +19,9 @@
  *	  COMMIT, when its spool is replayed to dispatch as one transaction; the
  *	  RELATION messages it carried are therefore merged into the global
  *	  relation map only when it commits;
+ *	- the replay goes in steps (pa_decode_replay), which stop whenever
+ *	  dispatch has bytes waiting for queue memory; the leader reads nothing
+ *	  else until the replay is done, so its memory stays bounded;
  *	- per-change work is O(1): find the relation id and hand the message
  *	  bytes on.
  *
@@ -60,12 +63,23 @@ static List *spools = NIL;		/* open streamed transactions */
 static Spool *cur_stream = NULL;	/* between STREAM START and STOP */
 static bool in_remote_transaction = false;
 
+/* changes replayed at most before the leader's loop gets control back */
+#define PA_REPLAY_STEP	4096
+
+/* the committed streamed transaction whose spool is being replayed */
+static Spool *replay = NULL;
+static SpoolPos replay_pos;		/* next change to replay */
+static LogicalRepCommitData replay_commit;
+static StringInfoData replay_buf;	/* the change being replayed */
+
 void
 pa_decode_init(void)
 {
 	SpoolContext = AllocSetContextCreate(TopMemoryContext,
 										 "parallel_apply stream spools",
 										 ALLOCSET_DEFAULT_SIZES);
+	replay = NULL;
+	replay_buf.data = NULL;
 }
 
 bool
@@ -217,44 +231,88 @@ read_exact(BufFile *file, void *ptr, size_t size, TransactionId xid)
 
 static void decode_change(char type, StringInfo s, const char *msg, int msglen);
 
-/* STREAM COMMIT: give the spooled transaction its commit-order position */
+/*
+ * STREAM COMMIT: give the spooled transaction its commit-order position and
+ * start replaying its spool.  The replay goes on in pa_decode_replay(), in
+ * steps, so that the leader never holds more than queue memory and one
+ * change in memory, whatever the transaction's size.
+ */
 static void
 spool_commit(Spool *spool, LogicalRepCommitData *commit)
 {
-	SpoolPos	pos = {0, 0};
-	StringInfoData buf;
-
 	pa_dispatch_begin(spool->xid, commit->commit_lsn, commit->committime);
 
-	initStringInfo(&buf);
 	if (BufFileSeek(spool->file, 0, 0, SEEK_SET) != 0)
 		ereport(ERROR,
 				(errcode_for_file_access(),
 				 errmsg("could not seek in the spool file of streamed transaction %u: %m",
 						spool->xid)));
-	while (pos_before(pos, spool->end))
+	replay = spool;
+	replay_pos.fileno = 0;
+	replay_pos.offset = 0;
+	replay_commit = *commit;
+	if (replay_buf.data == NULL)
+	{
+		MemoryContext old = MemoryContextSwitchTo(SpoolContext);
+
+		initStringInfo(&replay_buf);
+		MemoryContextSwitchTo(old);
+	}
+}
+
+bool
+pa_decode_replaying(void)
+{
+	return replay != NULL;
+}
+
+/*
+ * Replay the spool of the streamed transaction being committed, until it
+ * has all been dispatched (then its COMMIT is dispatched and the spool
+ * freed), dispatch has bytes waiting for queue memory, or PA_REPLAY_STEP
+ * changes have been replayed.
+ */
+void
+pa_decode_replay(void)
+{
+	Spool	   *spool = replay;
+
+	int			n = 0;
+
+	Assert(spool != NULL);
+	while (pos_before(replay_pos, spool->end))
 	{
 		uint32		len;
 		StringInfoData s;
 
 		CHECK_FOR_INTERRUPTS();
-		read_exact(spool->file, &len, sizeof(len), spool->xid);
-		resetStringInfo(&buf);
-		enlargeStringInfo(&buf, len);
-		read_exact(spool->file, buf.data, len, spool->xid);
-		buf.len = len;
+		/* the loop waits, or answers the publisher, then calls us again */
+		if (pa_dispatch_needs_memory() || ++n > PA_REPLAY_STEP)
+			return;
 
-		s.data = buf.data;
+		read_exact(spool->file, &len, sizeof(len), spool->xid);
+		resetStringInfo(&replay_buf);
+		enlargeStringInfo(&replay_buf, len);
+		read_exact(spool->file, replay_buf.data, len, spool->xid);
+		replay_buf.len = len;
+
+		s.data = replay_buf.data;
 		s.len = len;
 		s.cursor = 1;
 		s.maxlen = -1;
-		decode_change(buf.data[0], &s, buf.data, len);
-		BufFileTell(spool->file, &pos.fileno, &pos.offset);
+		decode_change(replay_buf.data[0], &s, replay_buf.data, len);
+		BufFileTell(spool->file, &replay_pos.fileno, &replay_pos.offset);
 	}
-	pfree(buf.data);
 
-	pa_dispatch_commit(commit->commit_lsn, commit->end_lsn, commit->committime);
+	pa_dispatch_commit(replay_commit.commit_lsn, replay_commit.end_lsn,
+					   replay_commit.committime);
+	replay = NULL;
 	spool_free(spool);
+	if (replay_buf.maxlen > 1024 * 1024)
+	{
+		pfree(replay_buf.data);
+		replay_buf.data = NULL;
+	}
 }
 
 /*

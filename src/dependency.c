@@ -31,7 +31,7 @@
  * subscriber's equality: the same type on both sides, one of a short list
  * of types with canonical text output (integers, oid, bool, uuid, date,
  * time, timestamp, timestamptz and bytea with the session settings pinned
- * by receive.c), and text-like types only under a deterministic collation.
+ * by leader.c), and text-like types only under a deterministic collation.
  * Every other key column is converted with the subscriber column type's
  * input (or receive) function and hashed with that type's extended hash
  * function under the index's collation, so equal values (1.0 and 1.00,
@@ -60,7 +60,7 @@
  * Correctness does not rest on this module alone: a dependency it cannot
  * see (a trigger, a deleted unique value it was never told) shows up as an
  * error or a deadlock in a worker, and the engine then re-applies the window
- * serially (receive.c).
+ * serially (leader.c).
  *
  *-------------------------------------------------------------------------
  */
@@ -392,8 +392,8 @@ byte_canonical(Oid typid, int32 typmod, Oid collation)
 		case DATEOID:
 		case TIMEOID:
 		case TIMESTAMPOID:
-		case TIMESTAMPTZOID:	/* TimeZone is pinned (receive.c) */
-		case BYTEAOID:			/* bytea_output is pinned (receive.c) */
+		case TIMESTAMPTZOID:	/* TimeZone is pinned (leader.c) */
+		case BYTEAOID:			/* bytea_output is pinned (leader.c) */
 			return true;
 		case BPCHAROID:
 			/* unbounded bpchar drops trailing blanks when comparing */

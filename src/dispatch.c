@@ -6,7 +6,8 @@
  *	  worker's queue.
  *
  * Owns: sequence numbers, the transaction ring entries (PaSub->txns), the
- * choice of worker, the leader's copy of every RELATION message and which
+ * choice of worker, the framing of messages into chunks and the outboxes of
+ * bytes waiting for queue memory, the leader's copy of every RELATION message and which
  * worker has seen which version of it, serial mode after a failure, the
  * positions reported to the publisher, and the WAL flush the leader makes
  * when it is idle with commits not yet flushed.
@@ -20,6 +21,13 @@
  * worker.  A WAIT for the latest uncommitted dependency precedes the first
  * change that needs it.  A larger transaction is sent on as it arrives,
  * with WAITs inserted as new dependencies appear.
+ *
+ * Dispatch never waits: bytes for a worker go into its open chunk and new
+ * chunks while queue memory lasts, and the rest into the worker's outbox in
+ * leader memory.  The leader's loop reads the next message only once every
+ * outbox has been drained into chunks (pa_dispatch_ready), so an outbox holds
+ * at most one message and one transaction buffer, and the loop, not this
+ * stage, waits for queue memory.
  *
  * Invariants kept here:
  *	- sequence numbers follow the publisher's commit order (BEGIN order for
@@ -58,6 +66,9 @@
 /* bytes of a transaction buffered before its worker must be chosen */
 #define PA_TXN_BUFFER	(64 * 1024)
 
+/* an outbox or transaction buffer larger than this is freed once empty */
+#define PA_OUTBOX_KEEP	(1024 * 1024)
+
 typedef struct FifoEntry
 {
 	XLogRecPtr	end_lsn;		/* remote end LSN, known at COMMIT */
@@ -93,6 +104,8 @@ static int	maxtouched;
 static XLogRecPtr serial_until; /* apply serially up to this LSN */
 static uint64 serial_last_seq = 0;	/* last transaction applied serially */
 static PaChunk *open_chunk[PA_MAX_WORKERS];
+static StringInfoData outbox[PA_MAX_WORKERS];	/* bytes not yet in chunks */
+static Size outbox_bytes = 0;	/* in all outboxes */
 static HTAB *relations;
 static MemoryContext RelContext;
 
@@ -100,6 +113,7 @@ void
 pa_dispatch_init(void)
 {
 	HASHCTL		ctl;
+	int			i;
 
 	fifo = MemoryContextAllocZero(TopMemoryContext, sizeof(FifoEntry) * PA_FIFO_SIZE);
 	next_seq = 1;
@@ -107,6 +121,9 @@ pa_dispatch_init(void)
 	cur_seq = 0;
 	memset(inflight, 0, sizeof(inflight));
 	memset(open_chunk, 0, sizeof(open_chunk));
+	for (i = 0; i < PA_MAX_WORKERS; i++)
+		initStringInfo(&outbox[i]);
+	outbox_bytes = 0;
 	cur_worker = -1;
 	initStringInfo(&txnbuf);
 	maxtouched = 16;
@@ -134,43 +151,141 @@ pa_dispatch_init(void)
 							HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
 }
 
-/* A chunk from the pool, waiting (without reading) while memory is full */
-static PaChunk *
-get_chunk(void)
+/* Empty a buffer; do not keep the memory of one huge message for long */
+static void
+reset_buffer(StringInfo buf)
 {
-	PaSub	   *sub = pa_leader.sub;
-
-	for (;;)
+	if (buf->maxlen > PA_OUTBOX_KEEP)
 	{
-		PaChunk    *chunk = pa_chunk_get(sub);
-
-		if (chunk)
-			return chunk;
-		pa_leader_idle(true);
+		pfree(buf->data);
+		initStringInfo(buf);
 	}
+	else
+		resetStringInfo(buf);
 }
 
-static void
-write_bytes(int w, const char *data, Size len)
+/*
+ * Move as much of worker w's outbox into chunks as queue memory allows.
+ * Returns true if the outbox is empty.
+ */
+static bool
+drain_outbox(int w)
 {
-	while (len > 0)
+	StringInfo	box = &outbox[w];
+
+	while (box->cursor < box->len)
 	{
 		PaChunk    *chunk = open_chunk[w];
 		Size		n;
 
 		if (chunk == NULL)
-			chunk = open_chunk[w] = get_chunk();
-		n = Min(len, PA_CHUNK_CAPACITY - chunk->len);
-		memcpy(chunk->data + chunk->len, data, n);
+		{
+			chunk = open_chunk[w] = pa_chunk_get(pa_leader.sub);
+			if (chunk == NULL)
+				return false;	/* the loop waits for queue memory */
+		}
+		n = Min(box->len - box->cursor, PA_CHUNK_CAPACITY - chunk->len);
+		memcpy(chunk->data + chunk->len, box->data + box->cursor, n);
 		chunk->len += n;
-		data += n;
-		len -= n;
+		box->cursor += n;
 		if (chunk->len == PA_CHUNK_CAPACITY)
 		{
 			open_chunk[w] = NULL;
 			pa_chunk_send(pa_leader.sub, w, chunk);
 		}
 	}
+	outbox_bytes -= box->len;
+	reset_buffer(box);
+	return true;
+}
+
+/*
+ * Bytes for worker w: into its open chunk and new ones while queue memory
+ * lasts, the rest into its outbox, which the loop drains as workers free
+ * chunks (pa_dispatch_drain).  Never waits.
+ */
+static void
+write_bytes(int w, const char *data, Size len)
+{
+	StringInfo	box = &outbox[w];
+
+	if (box->len == 0)
+	{
+		while (len > 0)
+		{
+			PaChunk    *chunk = open_chunk[w];
+			Size		n;
+
+			if (chunk == NULL)
+			{
+				chunk = open_chunk[w] = pa_chunk_get(pa_leader.sub);
+				if (chunk == NULL)
+					break;
+			}
+			n = Min(len, PA_CHUNK_CAPACITY - chunk->len);
+			memcpy(chunk->data + chunk->len, data, n);
+			chunk->len += n;
+			data += n;
+			len -= n;
+			if (chunk->len == PA_CHUNK_CAPACITY)
+			{
+				open_chunk[w] = NULL;
+				pa_chunk_send(pa_leader.sub, w, chunk);
+			}
+		}
+		if (len == 0)
+			return;
+	}
+	appendBinaryStringInfo(box, data, len);
+	outbox_bytes += len;
+}
+
+/*
+ * Drain every outbox as far as queue memory allows.  Returns true when all
+ * are empty: the leader may then read and dispatch more.
+ */
+bool
+pa_dispatch_drain(void)
+{
+	bool		empty = true;
+	int			w;
+
+	if (outbox_bytes == 0)
+		return true;
+	for (w = 0; w < pa_leader.nworkers; w++)
+		if (outbox[w].len > 0 && !drain_outbox(w))
+			empty = false;
+	return empty;
+}
+
+/*
+ * Can the leader dispatch one more message?  Its outboxes must be empty
+ * (so the leader's memory beyond queue memory is at most one message and
+ * one transaction buffer), and a BEGIN must find its ring entry free.
+ */
+static inline bool
+window_open(void)
+{
+	return next_seq <= done_upto + PA_MAX_INFLIGHT &&
+		next_seq <= flushed_upto + PA_FIFO_SIZE;
+}
+
+bool
+pa_dispatch_ready(void)
+{
+	if (outbox_bytes > 0 && !pa_dispatch_drain())
+		return false;
+	if (window_open())
+		return true;
+	pa_dispatch_process_completions();
+	return window_open();
+}
+
+/* Is the leader waiting for queue memory (rather than for the window)? */
+bool
+pa_dispatch_needs_memory(void)
+{
+	return outbox_bytes > 0;
 }
 
 static void
@@ -303,7 +418,7 @@ go_direct(void)
 		send_relation_if_needed(entry, w);
 	}
 	write_bytes(w, txnbuf.data, txnbuf.len);
-	resetStringInfo(&txnbuf);
+	reset_buffer(&txnbuf);
 }
 
 void
@@ -315,15 +430,9 @@ pa_dispatch_begin(TransactionId xid, XLogRecPtr final_lsn, TimestampTz committim
 
 	Assert(cur_seq == 0);
 
-	/* the ring entry and the fifo entry must be free */
-	for (;;)
-	{
-		pa_dispatch_process_completions();
-		if (next_seq <= done_upto + PA_MAX_INFLIGHT &&
-			next_seq <= flushed_upto + PA_FIFO_SIZE)
-			break;
-		pa_leader_idle(false);
-	}
+	/* the ring entry and the fifo entry are free: pa_dispatch_ready() */
+	if (!window_open())
+		elog(ERROR, "parallel_apply leader dispatched a transaction beyond its in-flight window");
 
 	seq = next_seq++;
 	txn = &sub->txns[seq % PA_MAX_INFLIGHT];

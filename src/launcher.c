@@ -204,16 +204,12 @@ start_leader(int slotno, AttachedSub *a)
 	lslots[slotno].started_once = true;
 }
 
-/* One pass: start what should run, free slots nobody needs.  Returns ms to wait. */
-static long
-launcher_pass(List *attached)
+/* Notice leaders that exited; their restart waits retry_interval */
+static void
+reap_leaders(TimestampTz now)
 {
-	TimestampTz now = GetCurrentTimestamp();
-	long		wait = pa_launcher_naptime_ms;
-	ListCell   *lc;
 	int			i;
 
-	/* notice leaders that exited; their restart waits retry_interval */
 	for (i = 0; i < pa_shared->nsubs; i++)
 	{
 		pid_t		pid;
@@ -233,14 +229,19 @@ launcher_pass(List *attached)
 			}
 		}
 	}
+}
 
-	LWLockAcquire(pa_shared->lock, LW_EXCLUSIVE);
+/* Release the slots of subscriptions no longer attached.  Caller holds the lock. */
+static void
+release_slots(List *attached)
+{
+	int			i;
 
-	/* release slots of subscriptions no longer attached */
 	for (i = 0; i < pa_shared->nsubs; i++)
 	{
 		PaSub	   *sub = &pa_shared->subs[i];
 		bool		still = false;
+		ListCell   *lc;
 
 		if (!sub->in_use)
 			continue;
@@ -255,44 +256,67 @@ launcher_pass(List *attached)
 			sub->stop_requested = false;
 		}
 	}
+}
+
+/*
+ * The slot of an attached subscription, assigning a free one if it has
+ * none; NULL (with a warning) if all are in use.  Caller holds the lock.
+ */
+static PaSub *
+slot_for(AttachedSub *a)
+{
+	PaSub	   *sub = pa_find_sub(a->subid);
+	int			i;
+
+	if (sub != NULL)
+		return sub;
+	for (i = 0; i < pa_shared->nsubs; i++)
+	{
+		if (!pa_shared->subs[i].in_use &&
+			lslots[i].handle == NULL &&
+			!pa_sub_has_processes(&pa_shared->subs[i]))
+			break;
+	}
+	if (i == pa_shared->nsubs)
+	{
+		ereport(WARNING,
+				(errcode(ERRCODE_CONFIGURATION_LIMIT_EXCEEDED),
+				 errmsg("cannot start parallel_apply for subscription %u: all %d slots are in use",
+						a->subid, pa_shared->nsubs),
+				 errhint("Increase parallel_apply.max_subscriptions.")));
+		return NULL;
+	}
+	sub = &pa_shared->subs[i];
+	sub->in_use = true;
+	sub->subid = a->subid;
+	sub->stop_requested = false;
+	sub->state = PA_SUB_STOPPED;
+	pa_sub_reset(sub);
+	lslots[i].next_start = 0;
+	lslots[i].started_once = false;
+	return sub;
+}
+
+/*
+ * Start the leaders that should run and may.  Caller holds the lock.
+ * Returns ms to wait before the next pass.
+ */
+static long
+start_leaders(List *attached, TimestampTz now)
+{
+	long		wait = pa_launcher_naptime_ms;
+	ListCell   *lc;
 
 	foreach(lc, attached)
 	{
 		AttachedSub *a = lfirst(lc);
-		PaSub	   *sub = pa_find_sub(a->subid);
+		PaSub	   *sub;
 		int			slotno;
 
 		if (a->enabled)
 			continue;			/* the built-in apply worker owns it */
-
-		if (sub == NULL)
-		{
-			for (i = 0; i < pa_shared->nsubs; i++)
-			{
-				if (!pa_shared->subs[i].in_use &&
-					lslots[i].handle == NULL &&
-					!pa_sub_has_processes(&pa_shared->subs[i]))
-					break;
-			}
-			if (i == pa_shared->nsubs)
-			{
-				ereport(WARNING,
-						(errcode(ERRCODE_CONFIGURATION_LIMIT_EXCEEDED),
-						 errmsg("cannot start parallel_apply for subscription %u: all %d slots are in use",
-								a->subid, pa_shared->nsubs),
-						 errhint("Increase parallel_apply.max_subscriptions.")));
-				continue;
-			}
-			sub = &pa_shared->subs[i];
-			sub->in_use = true;
-			sub->subid = a->subid;
-			sub->dbid = a->dbid;
-			sub->stop_requested = false;
-			sub->state = PA_SUB_STOPPED;
-			pa_sub_reset(sub);
-			lslots[i].next_start = 0;
-			lslots[i].started_once = false;
-		}
+		if ((sub = slot_for(a)) == NULL)
+			continue;
 		slotno = sub - pa_shared->subs;
 
 		if (sub->stop_requested || lslots[slotno].handle != NULL)
@@ -311,8 +335,21 @@ launcher_pass(List *attached)
 		}
 		start_leader(slotno, a);
 	}
-	LWLockRelease(pa_shared->lock);
+	return wait;
+}
 
+/* One pass: start what should run, free slots nobody needs.  Returns ms to wait. */
+static long
+launcher_pass(List *attached)
+{
+	TimestampTz now = GetCurrentTimestamp();
+	long		wait;
+
+	reap_leaders(now);
+	LWLockAcquire(pa_shared->lock, LW_EXCLUSIVE);
+	release_slots(attached);
+	wait = start_leaders(attached, now);
+	LWLockRelease(pa_shared->lock);
 	return wait;
 }
 
@@ -338,7 +375,6 @@ pa_launcher_main(Datum main_arg)
 									ALLOCSET_DEFAULT_SIZES);
 
 	LWLockAcquire(pa_shared->lock, LW_EXCLUSIVE);
-	pa_shared->launcher_pid = MyProcPid;
 	pa_shared->launcher_latch = MyLatch;
 	LWLockRelease(pa_shared->lock);
 

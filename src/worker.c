@@ -196,19 +196,16 @@ next_message(StringInfo msg)
 		pg_memory_barrier();
 		if (!fill_inbuf())
 		{
-			/*
-			 * Going idle: let the leader see our completions now, unless it
-			 * paces its reads and so wakes by itself within 2 ms.
-			 * (Waking it there made it read in small bites: on a hot-row
-			 * backlog of 80,000 transactions, 14,000 leader wake-ups instead
-			 * of 1,500, and three times its CPU time.)  A leader waiting for
-			 * queue memory is woken in any case: we hold none of it now.
-			 */
 			Latch	   *leader_latch = my_sub->leader_latch;
 
 			/*
-			 * Once per idle period: a leader woken every second by idle
-			 * workers would never see its own wait time out.
+			 * Going idle: let the leader see our completions now, unless it
+			 * paces its reads and so wakes by itself within 2 ms (waking it
+			 * there makes it read in small bites; docs/benchmarks.md).  A
+			 * leader waiting for queue memory is woken in any case: we hold
+			 * none of it now.  Once per idle period only: a leader woken
+			 * every second by idle workers would never see its own wait
+			 * time out.
 			 */
 			if (leader_latch != NULL && !told_leader &&
 				(!pg_atomic_read_u32(&my_sub->leader_pacing) ||
@@ -272,16 +269,117 @@ group_limit(void)
 	return (uint64) Max(1, Min(pa_group_size, cap));
 }
 
+/* The remote transaction being applied */
+static PaTxn *cur_txn = NULL;
+static bool skipping = false;	/* ALTER SUBSCRIPTION ... SKIP names it */
+static XLogRecPtr finish_lsn = InvalidXLogRecPtr;
+static MemoryContext ChangeMessageContext = NULL;
+
+/* BEGIN: take the transaction's commit-order lock; it joins the open group */
+static void
+handle_begin(StringInfo msg)
+{
+	PaMsgBegin	begin;
+
+	memcpy(&begin, msg->data + 1, sizeof(begin));
+	cur_txn = &my_sub->txns[begin.seq % PA_MAX_INFLIGHT];
+	Assert(pg_atomic_read_u64(&cur_txn->seq) == begin.seq);
+	pa_errctx.remote_xid = begin.remote_xid;
+	pa_errctx.finish_lsn = begin.final_lsn;
+
+	pg_atomic_write_u64(&me->current_seq, begin.seq);
+	pa_commit_start(cur_txn);
+	if (group_first == 0)
+		group_first = begin.seq;
+	group_last = begin.seq;
+	pa_apply_predecessor = group_first - 1;
+	finish_lsn = begin.final_lsn;
+	skipping = begin.skip;
+	if (skipping)
+		ereport(LOG,
+				(errmsg("logical replication starts skipping transaction at LSN %X/%X",
+						LSN_FORMAT_ARGS(finish_lsn))));
+	me->state = PA_WORKER_APPLYING;
+}
+
+/* WAIT: wait for a predecessor's commit, unless it is in our own group */
+static void
+handle_wait(StringInfo msg)
+{
+	uint64		dep;
+
+	if (cur_txn == NULL)
+		elog(ERROR, "parallel_apply worker received WAIT outside a transaction");
+	memcpy(&dep, msg->data + 1, sizeof(dep));
+	if (skipping || dep >= group_first)
+		return;					/* nothing to apply, or in our own group */
+	me->state = PA_WORKER_WAITING;
+	if (pa_wait_for_commit(dep))
+		pg_atomic_fetch_add_u64(&my_sub->dependency_waits, 1);
+	me->state = PA_WORKER_APPLYING;
+}
+
+/* CHANGE: one pgoutput message, applied (or, when skipping, dropped) */
+static void
+handle_change(StringInfo msg)
+{
+	MemoryContext old;
+
+	if (cur_txn == NULL)
+		elog(ERROR, "parallel_apply worker received a change outside a transaction");
+	if (skipping && msg->data[1] != LOGICAL_REP_MSG_RELATION)
+		return;
+	old = MemoryContextSwitchTo(ChangeMessageContext);
+	pa_apply_message(msg);
+	MemoryContextSwitchTo(old);
+	MemoryContextReset(ChangeMessageContext);
+}
+
+/*
+ * COMMIT: go on in the same local transaction if the next one in commit
+ * order is already here (and is not to be skipped); otherwise commit the
+ * group.  A skipped transaction clears subskiplsn and commits on its own.
+ */
+static void
+handle_commit(StringInfo msg)
+{
+	PaMsgCommit commit;
+	PaMsgBegin	next;
+	bool		was_skipping = skipping;
+
+	if (cur_txn == NULL)
+		elog(ERROR, "parallel_apply worker received COMMIT outside a transaction");
+	memcpy(&commit, msg->data + 1, sizeof(commit));
+	if (skipping)
+	{
+		if (!IsTransactionState())
+			StartTransactionCommand();
+		pa_clear_skip_lsn(my_args.subid, finish_lsn);
+	}
+	skipping = false;
+	cur_txn = NULL;
+
+	if (was_skipping ||
+		group_last - group_first + 1 >= group_limit() ||
+		peek_message(&next) != PA_MSG_BEGIN ||
+		next.seq != group_last + 1 || next.skip)
+		commit_group(&commit);
+
+	if (was_skipping)
+		ereport(LOG,
+				(errmsg("done skipping logical replication transaction finished at %X/%X",
+						LSN_FORMAT_ARGS(finish_lsn))));
+	pa_errctx.remote_xid = InvalidTransactionId;
+	pa_errctx.finish_lsn = InvalidXLogRecPtr;
+	MemoryContextSwitchTo(TopMemoryContext);
+}
+
 static void
 worker_loop(void)
 {
-	MemoryContext MessageContext;
-	PaTxn	   *txn = NULL;
-	bool		skipping = false;
-	XLogRecPtr	finish_lsn = InvalidXLogRecPtr;
 	ErrorContextCallback errcallback;
 
-	MessageContext = AllocSetContextCreate(TopMemoryContext,
+	ChangeMessageContext = AllocSetContextCreate(TopMemoryContext,
 										   "parallel_apply worker message",
 										   ALLOCSET_DEFAULT_SIZES);
 	initStringInfo(&inbuf);
@@ -303,99 +401,17 @@ worker_loop(void)
 		switch (kind)
 		{
 			case PA_MSG_BEGIN:
-				{
-					PaMsgBegin	begin;
-
-					memcpy(&begin, msg.data + 1, sizeof(begin));
-					txn = &my_sub->txns[begin.seq % PA_MAX_INFLIGHT];
-					Assert(pg_atomic_read_u64(&txn->seq) == begin.seq);
-					pa_errctx.remote_xid = begin.remote_xid;
-					pa_errctx.finish_lsn = begin.final_lsn;
-
-					pg_atomic_write_u64(&me->current_seq, begin.seq);
-					pa_commit_start(txn);
-					if (group_first == 0)
-						group_first = begin.seq;
-					group_last = begin.seq;
-					pa_apply_predecessor = group_first - 1;
-					finish_lsn = begin.final_lsn;
-					skipping = begin.skip;
-					if (skipping)
-						ereport(LOG,
-								(errmsg("logical replication starts skipping transaction at LSN %X/%X",
-										LSN_FORMAT_ARGS(finish_lsn))));
-					me->state = PA_WORKER_APPLYING;
-					break;
-				}
+				handle_begin(&msg);
+				break;
 			case PA_MSG_WAIT:
-				{
-					uint64		dep;
-
-					if (txn == NULL)
-						elog(ERROR, "parallel_apply worker received WAIT outside a transaction");
-					memcpy(&dep, msg.data + 1, sizeof(dep));
-					if (skipping || dep >= group_first)
-						break;	/* nothing to apply, or in our own group */
-					me->state = PA_WORKER_WAITING;
-					if (pa_wait_for_commit(dep))
-						pg_atomic_fetch_add_u64(&my_sub->dependency_waits, 1);
-					me->state = PA_WORKER_APPLYING;
-					break;
-				}
+				handle_wait(&msg);
+				break;
 			case PA_MSG_CHANGE:
-				{
-					MemoryContext old = MemoryContextSwitchTo(MessageContext);
-
-					if (txn == NULL)
-						elog(ERROR, "parallel_apply worker received a change outside a transaction");
-					if (skipping && msg.data[1] != LOGICAL_REP_MSG_RELATION)
-					{
-						MemoryContextSwitchTo(old);
-						break;
-					}
-					pa_apply_message(&msg);
-					MemoryContextSwitchTo(old);
-					MemoryContextReset(MessageContext);
-					break;
-				}
+				handle_change(&msg);
+				break;
 			case PA_MSG_COMMIT:
-				{
-					PaMsgCommit commit;
-					PaMsgBegin	next;
-					bool		was_skipping = skipping;
-
-					if (txn == NULL)
-						elog(ERROR, "parallel_apply worker received COMMIT outside a transaction");
-					memcpy(&commit, msg.data + 1, sizeof(commit));
-					if (skipping)
-					{
-						if (!IsTransactionState())
-							StartTransactionCommand();
-						pa_clear_skip_lsn(my_args.subid, finish_lsn);
-					}
-					skipping = false;
-					txn = NULL;
-
-					/*
-					 * Go on in the same local transaction if the next one in
-					 * commit order is already here (and is not to be
-					 * skipped); otherwise commit the group.
-					 */
-					if (was_skipping ||
-						group_last - group_first + 1 >= group_limit() ||
-						peek_message(&next) != PA_MSG_BEGIN ||
-						next.seq != group_last + 1 || next.skip)
-						commit_group(&commit);
-
-					if (was_skipping)
-						ereport(LOG,
-								(errmsg("done skipping logical replication transaction finished at %X/%X",
-										LSN_FORMAT_ARGS(finish_lsn))));
-					pa_errctx.remote_xid = InvalidTransactionId;
-					pa_errctx.finish_lsn = InvalidXLogRecPtr;
-					MemoryContextSwitchTo(TopMemoryContext);
-					break;
-				}
+				handle_commit(&msg);
+				break;
 			default:
 				elog(ERROR, "parallel_apply worker received unknown message kind %d", kind);
 		}

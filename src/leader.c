@@ -1,13 +1,18 @@
 /*-------------------------------------------------------------------------
  *
- * receive.c
+ * leader.c
  *	  The leader: one background worker per attached subscription that holds
  *	  the replication connection.
  *
  * Owns: the leader's process lifetime (start-up, the apply workers it
- * starts, shutdown), the replication connection and how it is read
- * (paced reads while catching up, see below), keepalives and the status
- * updates sent to the publisher.
+ * starts, shutdown), its loop and every one of its waits, the replication
+ * connection and how it is read (paced reads while catching up, see below),
+ * keepalives and the status updates sent to the publisher, and every
+ * decision to stop (a worker failed, the subscription changed, was enabled
+ * by hand, detached or dropped).  The stages it feeds, decode.c (and
+ * dependency.c, dispatch.c behind it), never call back into it and never
+ * wait: when dispatch lacks queue memory or an entry of the in-flight
+ * window, the loop waits (wait_for_resources) before it reads more.
  *
  * Invariants kept here:
  *	- start-up happens only once no process of a previous engine of the
@@ -17,13 +22,21 @@
  *	- the flush position sent to the publisher never passes a transaction
  *	  that is not committed in order and flushed locally (invariant 3,
  *	  computed by dispatch.c);
- *	- while queue memory is full the leader stops reading but keeps sending
- *	  status updates, so the walsender never times out (invariant 5);
+ *	- while dispatch lacks resources the leader stops reading but keeps
+ *	  sending status updates, so the walsender never times out (invariant
+ *	  5); the leader waits only on its latch and socket, for at most a second
+ *	  at a time, never for a heavyweight lock on a user table nor for a
+ *	  worker (invariant 7);
+ *	- a publisher silent for wal_receiver_timeout is noticed whatever woke
+ *	  the leader;
  *	- paced reads delay reads and unrequested status updates by a
  *	  bounded time and never change what is applied or reported; a status
  *	  update the publisher asks for is sent as soon as its message is read;
- *	- any failed worker stops the whole engine; the launcher restarts it
- *	  from the origin after parallel_apply.retry_interval (invariant 4);
+ *	- the leader stops only at the top of its loop, between two messages,
+ *	  and stops its workers whenever it exits (a worker's life is its
+ *	  leader's); any failed worker stops the whole engine, which the
+ *	  launcher restarts from the origin after parallel_apply.retry_interval
+ *	  (invariant 4);
  *	- if the subscription is enabled by hand, dropped, or detached, the
  *	  leader steps aside and says why.
  *
@@ -66,12 +79,9 @@ PaLeader	pa_leader;
  * socket, and the walsender's messages queue in its own socket and leave in
  * a few large segments.  A reader that keeps up -- as the leader does when
  * its workers are faster than the walsender -- gets every message in a
- * segment of its own, and the walsender needs twice the CPU time per
- * transaction (measured on a hot-row backlog: 3 to 5 segments per
- * transaction and 4.2 to 5.0 s of walsender CPU for 200,000 transactions,
- * against 0.01 to 0.4 and 2.0 to 2.4 s with the built-in worker;
- * docs/benchmarks.md).  Once there, the walsender is the slowest process and
- * never gets ahead of the leader again.
+ * segment of its own, and the walsender needs about twice the CPU time per
+ * transaction.  Once there, the walsender is the slowest process and never
+ * gets ahead of the leader again.
  *
  * So while the leader is behind -- the newest transaction received committed
  * on the publisher PA_PACE_LAG_MS ago or more -- and data keeps coming, it
@@ -96,12 +106,9 @@ PaLeader	pa_leader;
  * tells the workers that the leader wakes by itself, so a worker that runs
  * out of work does not wake it.
  *
- * Measured on 2 CPUs, 200,000 hot-row transactions, one worker: pacing took
- * the catch-up from 37,000-48,000 to 53,000-71,000 transactions a second
- * (the built-in worker: mostly 46,000-57,000) and the walsender from 3.5-5.0
- * s of CPU to 2.0-3.1 s (docs/benchmarks.md, fourth session).  A small
- * SO_RCVBUF, leaving a fixed amount in the socket, and a batch that grows as
- * fast as it shrinks were slower.
+ * Measurements, and the designs tried before this one, are in
+ * docs/benchmarks.md ("fourth session") and docs/architecture.md ("Reading
+ * the stream").
  */
 #define PA_PACE_LAG_MS			100
 #define PA_PACE_IDLE_MS			10
@@ -286,8 +293,8 @@ check_workers(void)
  * committed in order (and flushed, for flush).  Like the built-in worker,
  * when nothing is pending the received position is reported for all three.
  */
-void
-pa_leader_send_feedback(bool force, bool request_reply)
+static void
+send_feedback(bool force, bool request_reply)
 {
 	static StringInfo reply_message = NULL;
 	static XLogRecPtr last_write = InvalidXLogRecPtr;
@@ -357,9 +364,14 @@ pa_leader_send_feedback(bool force, bool request_reply)
 	pg_atomic_write_u64(&pa_leader.sub->flushed_lsn, flushpos);
 }
 
-/* Checks every pass of the loop and every wait makes, at most once a second */
+/*
+ * The checks that may stop the leader, made at the top of each pass of its
+ * loop and nowhere else (so it never stops in the middle of dispatching a
+ * message): interrupts, configuration reload, dead workers, and, when the
+ * catalog changed or at least once a second, the subscription.
+ */
 static void
-periodic_checks(void)
+leader_checks(void)
 {
 	TimestampTz now = GetCurrentTimestamp();
 
@@ -383,28 +395,27 @@ periodic_checks(void)
 }
 
 /*
- * Wait while queue memory is full (for_chunk) or the in-flight window is
- * exhausted:
- * process completions, keep the connection alive with status updates, but
- * do not read from it.  Returns after one wait; the caller re-checks.
+ * Wait, without reading from the publisher, for what dispatch lacks: queue
+ * memory for the bytes in its outboxes, or a free entry of the in-flight
+ * window.  Only hands partly filled chunks over, processes completions and
+ * keeps the connection alive with status updates; it changes nothing else,
+ * and returns after one wait of at most a second (the loop re-checks).
+ * Workers wake us when they have freed a quarter of queue memory, go idle,
+ * or complete a transaction.
  */
-void
-pa_leader_idle(bool for_chunk)
+static void
+wait_for_resources(void)
 {
 	PaSub	   *sub = pa_leader.sub;
+	bool		for_memory = pa_dispatch_needs_memory();
 
-	periodic_checks();
 	pa_dispatch_flush();
 	pa_dispatch_process_completions();
-	pa_leader_send_feedback(false, false);
+	send_feedback(false, false);
 
-	/*
-	 * Workers wake us when they have freed a quarter of queue memory, go
-	 * idle, or complete a transaction.
-	 */
 	pg_atomic_write_u32(&sub->leader_waiting, 1);
 	pg_memory_barrier();
-	if (for_chunk ?
+	if (for_memory ?
 		pg_atomic_read_u32(&sub->free_chunks) < pa_chunk_wake_threshold(sub) :
 		cds_wfcq_empty(&sub->done_head, &sub->done_tail))
 		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
@@ -604,10 +615,111 @@ check_publisher_timeout(bool *ping_sent)
 		now >= TimestampTzPlusMilliseconds(last_recv_time, wal_receiver_timeout / 2))
 	{
 		*ping_sent = true;
-		pa_leader_send_feedback(true, true);
+		send_feedback(true, true);
 	}
 }
 
+/*
+ * One message of the replication stream: a data message goes to decode, a
+ * keepalive is answered (at once if the publisher asks for a reply).
+ */
+static void
+process_message(char *buf, int len)
+{
+	StringInfoData s;
+	int			c;
+
+	s.data = buf;
+	s.len = len;
+	s.cursor = 0;
+	s.maxlen = -1;
+	c = pq_getmsgbyte(&s);
+	if (c == 'w')
+	{
+		XLogRecPtr	start_lsn = pq_getmsgint64(&s);
+		XLogRecPtr	end_lsn = pq_getmsgint64(&s);
+
+		(void) pq_getmsgint64(&s);	/* send time */
+		if (pa_leader.last_received < start_lsn)
+			pa_leader.last_received = start_lsn;
+		if (pa_leader.last_received < end_lsn)
+			pa_leader.last_received = end_lsn;
+		pa_decode_message(&s);
+	}
+	else if (c == 'k')
+	{
+		XLogRecPtr	end_lsn = pq_getmsgint64(&s);
+		bool		reply_requested;
+
+		(void) pq_getmsgint64(&s);	/* timestamp */
+		reply_requested = pq_getmsgbyte(&s);
+		if (pa_leader.last_received < end_lsn)
+			pa_leader.last_received = end_lsn;
+		pa_dispatch_process_completions();
+		send_feedback(reply_requested, false);
+	}
+	/* other message types are ignored, as the built-in worker does */
+}
+
+/* Why read_burst() stopped reading before the socket ran dry */
+typedef enum BurstEnd
+{
+	BURST_DRAINED,				/* nothing more to read now */
+	BURST_BATCH,				/* paced reads: the batch is read */
+	BURST_RESOURCES				/* dispatch lacks queue memory or window */
+} BurstEnd;
+
+/*
+ * Read and dispatch what the publisher has sent, as long as dispatch can
+ * take it.  *got_data says whether anything came; *fd is the socket when
+ * walrcv_receive() named it.
+ */
+static BurstEnd
+read_burst(bool *got_data, pgsocket *fd)
+{
+	char	   *buf = NULL;
+	int			len;
+	int			bytes_read = 0;
+	BurstEnd	end = BURST_DRAINED;
+
+	MemoryContextSwitchTo(LeaderMessageContext);
+	len = walrcv_receive(pa_leader.conn, &buf, fd);
+	*got_data = (len != 0);
+	if (*got_data)
+		last_recv_time = GetCurrentTimestamp();
+	while (len != 0)
+	{
+		CHECK_FOR_INTERRUPTS();
+		if (len < 0)
+			ereport(ERROR,
+					(errcode(ERRCODE_CONNECTION_FAILURE),
+					 errmsg("data stream from publisher has ended")));
+		process_message(buf, len);
+		MemoryContextReset(LeaderMessageContext);
+
+		bytes_read += len;
+		if (pacing && bytes_read >= read_batch)
+		{
+			end = BURST_BATCH;
+			break;
+		}
+		if (pa_decode_replaying() || !pa_dispatch_ready())
+		{
+			end = BURST_RESOURCES;
+			break;
+		}
+		len = walrcv_receive(pa_leader.conn, &buf, fd);
+	}
+	MemoryContextSwitchTo(TopMemoryContext);
+	return end;
+}
+
+/*
+ * The leader's loop.  Each pass: the checks that may stop it, then either
+ * wait for what dispatch lacks, or go on replaying a committed streamed
+ * transaction, or read a burst of the stream; then hand the chunks over,
+ * report to the publisher, and wait on the socket (or pause, when pacing).
+ */
 static void
 leader_loop(void)
 {
@@ -621,81 +733,34 @@ leader_loop(void)
 	for (;;)
 	{
 		pgsocket	fd = PGINVALID_SOCKET;
-		char	   *buf = NULL;
-		int			len;
 		bool		got_data;
-		int			bytes_read = 0;
-		bool		batch_read = false;
+		BurstEnd	end;
 
-		periodic_checks();
+		leader_checks();
 
 		/*
 		 * Also drained after every burst below; draining here too, right
 		 * after a wake-up, keeps the in-flight window open during long
-		 * bursts (measured: the hot script ran ~15% slower without it).
+		 * bursts.
 		 */
 		pa_dispatch_process_completions();
 
-		MemoryContextSwitchTo(LeaderMessageContext);
-		len = walrcv_receive(pa_leader.conn, &buf, &fd);
-		got_data = (len != 0);
+		if (!pa_dispatch_ready())
+		{
+			wait_for_resources();
+			continue;
+		}
+		if (pa_decode_replaying())
+		{
+			pa_decode_replay();
+			send_feedback(false, false);
+			last_recv_time = GetCurrentTimestamp();	/* not reading: our choice */
+			continue;
+		}
+
+		end = read_burst(&got_data, &fd);
 		if (got_data)
-		{
-			last_recv_time = GetCurrentTimestamp();
 			ping_sent = false;
-		}
-		while (len != 0)
-		{
-			StringInfoData s;
-			int			c;
-
-			CHECK_FOR_INTERRUPTS();
-			if (len < 0)
-				ereport(ERROR,
-						(errcode(ERRCODE_CONNECTION_FAILURE),
-						 errmsg("data stream from publisher has ended")));
-
-			s.data = buf;
-			s.len = len;
-			s.cursor = 0;
-			s.maxlen = -1;
-			c = pq_getmsgbyte(&s);
-			if (c == 'w')
-			{
-				XLogRecPtr	start_lsn = pq_getmsgint64(&s);
-				XLogRecPtr	end_lsn = pq_getmsgint64(&s);
-
-				(void) pq_getmsgint64(&s);	/* send time */
-				if (pa_leader.last_received < start_lsn)
-					pa_leader.last_received = start_lsn;
-				if (pa_leader.last_received < end_lsn)
-					pa_leader.last_received = end_lsn;
-				pa_decode_message(&s);
-			}
-			else if (c == 'k')
-			{
-				XLogRecPtr	end_lsn = pq_getmsgint64(&s);
-				bool		reply_requested;
-
-				(void) pq_getmsgint64(&s);	/* timestamp */
-				reply_requested = pq_getmsgbyte(&s);
-				if (pa_leader.last_received < end_lsn)
-					pa_leader.last_received = end_lsn;
-				pa_dispatch_process_completions();
-				pa_leader_send_feedback(reply_requested, false);
-			}
-			/* other message types are ignored, as the built-in worker does */
-
-			MemoryContextReset(LeaderMessageContext);
-			bytes_read += len;
-			if (pacing && bytes_read >= read_batch)
-			{
-				batch_read = true;
-				break;
-			}
-			len = walrcv_receive(pa_leader.conn, &buf, &fd);
-		}
-		MemoryContextSwitchTo(TopMemoryContext);
 
 		/* walrcv_receive() names the socket only when it returns 0 */
 		if (fd == PGINVALID_SOCKET)
@@ -703,10 +768,12 @@ leader_loop(void)
 
 		pa_dispatch_flush();
 		pa_dispatch_process_completions();
+		if (end == BURST_RESOURCES)
+			continue;			/* libpq may hold more: do not wait on the socket */
 		set_pacing(got_data);
 		if (!got_data && !pacing)
 			pa_dispatch_flush_wal_if_idle();
-		pa_leader_send_feedback(false, false);
+		send_feedback(false, false);
 
 		/*
 		 * One wait event set for the life of the connection: creating one
@@ -725,7 +792,7 @@ leader_loop(void)
 		}
 		if (pacing)
 		{
-			pace_reads(fd, batch_read);
+			pace_reads(fd, end == BURST_BATCH);
 			continue;
 		}
 
@@ -734,11 +801,11 @@ leader_loop(void)
 		 * hold complete messages the socket no longer shows.  Read them
 		 * before waiting on the socket.
 		 */
-		if (batch_read)
+		if (end == BURST_BATCH)
 			continue;
 		if (WaitEventSetWait(waitset, 1000L, &event, 1, PG_WAIT_EXTENSION) == 0)
 		{
-			pa_leader_send_feedback(false, false);
+			send_feedback(false, false);
 			pgstat_report_stat(true);
 		}
 		else if (event.events & WL_LATCH_SET)
