@@ -139,7 +139,13 @@ fill_inbuf(void)
 		}
 
 		/* need more bytes: compact, then take the next chunk */
-		if (inbuf.cursor > 0)
+		if (avail == 0 && inbuf.maxlen > 1024 * 1024)
+		{
+			/* do not keep the memory of one huge message for long */
+			pfree(inbuf.data);
+			initStringInfo(&inbuf);
+		}
+		else if (inbuf.cursor > 0)
 		{
 			memmove(inbuf.data, inbuf.data + inbuf.cursor, avail);
 			inbuf.len = avail;
