@@ -8,19 +8,32 @@
 # user "postgres" (initdb refuses to run as root), and as that user runs
 #   (a) the pg_regress tests listed in REGRESS of the Makefile (sql/*.sql vs
 #       expected/*.out) in a temporary instance with sql/regress.conf, and
-#   (b) every TAP test t/*.pl with prove.
+#   (b) every TAP test t/*.pl with prove, and
+#   (c) PostgreSQL 15's own logical-replication TAP tests
+#       (src/test/subscription/t/*.pl, fetched by t/setup.sh into a cache
+#       outside the repository), unmodified, with every subscription they
+#       create handed to the engine once synchronized (t/PgSuite.pm, loaded
+#       with PERL5OPT=-MPgSuite); each file is reported as pg_NNN_name.
 # Prints a summary; exits non-zero if anything failed, after printing the
 # tail of the relevant logs.  Works non-interactively (CI=true, no stdin).
 #
 # Environment knobs:
-#   PA_TESTS="001 004"      run only TAP tests whose file name contains one of these
+#   PA_TESTS="001 004"      run only TAP tests whose file name contains one of these;
+#                           for PostgreSQL's tests a word starting with pg_:
+#                           pg_suite (all of them), pg_013 or pg_013_partition
 #   PA_SKIP_SETUP=1         do not run t/setup.sh (extension already installed)
-#   PA_SKIP_REGRESS=1       skip pg_regress;  PA_SKIP_TAP=1  skip TAP tests
+#   PA_SKIP_REGRESS=1       skip pg_regress;  PA_SKIP_TAP=1  skip TAP tests (both kinds)
+#   PA_SKIP_PG_SUITE=1      skip PostgreSQL's subscription tests
+#   PA_PG_SRC_CACHE         where t/setup.sh put them
+#                           (default /var/cache/parallel_apply/postgresql-15-src)
 #   PA_NO_ENGINE=1          run the TAP tests against the built-in apply worker
 #                           only (validates the tests; implies no regress)
 #   PA_KEEP=1               keep the scratch directory even on success
 #   PG_TEST_TIMEOUT_DEFAULT per-wait timeout in seconds inside tests (default 120)
 #   PA_FILE_TIMEOUT         wall-clock limit per TAP file in seconds (default 480)
+#   PA_PG_FILE_TIMEOUT      the same for PostgreSQL's test files (default 300)
+#   PA_PG_TEST_TIMEOUT      PG_TEST_TIMEOUT_DEFAULT for PostgreSQL's test files
+#                           (default 90)
 #   PA_TOTAL_BUDGET         wall-clock budget for the whole run in seconds
 #                           (default 1080); TAP files that would start after it
 #                           is used up are reported as not run (failure)
@@ -112,9 +125,9 @@ as_user() {
 }
 
 # Stop any server a killed test left behind (only servers under our scratch dir).
-stop_leftovers() {
+stop_leftovers() { # [directory holding tmp_check]
 	local pidfile dir
-	for pidfile in "$COPY"/tmp_check/t_*_data/pgdata/postmaster.pid; do
+	for pidfile in "${1:-$COPY}"/tmp_check/t_*_data/pgdata/postmaster.pid; do
 		[ -e "$pidfile" ] || continue
 		dir="$(dirname "$pidfile")"
 		say "stopping leftover server in $dir"
@@ -125,9 +138,41 @@ stop_leftovers() {
 declare -a RESULTS=()
 FAILED=0
 record() { # name status seconds
-	RESULTS+=("$(printf '%-28s %-6s %4ss' "$1" "$2" "$3")")
+	RESULTS+=("$(printf '%-34s %-6s %4ss' "$1" "$2" "$3")")
 	[ "$2" = ok ] || FAILED=1
 }
+
+# The logs of a failed TAP file: tail of its regress_log, errors and tail of
+# each server log.
+show_tap_logs() { # log directory, test name (file name without .pl)
+	local rl="$1/regress_log_$2" lf
+	if [ -f "$rl" ]; then
+		hr
+		say "tail of $rl:"
+		tail -n 80 "$rl"
+	fi
+	for lf in "$1/$2"_*.log; do
+		[ -f "$lf" ] || continue
+		hr
+		say "errors and tail of $lf:"
+		grep -E 'PANIC|FATAL|ERROR|TRAP|terminated by signal|server process' "$lf" | tail -n 40
+		echo "..."
+		tail -n 40 "$lf"
+	done
+}
+
+# Wall-clock limit for the next TAP file: its own limit, cut to what is left
+# of PA_TOTAL_BUDGET; prints nothing (and fails) when less than 60 s are left.
+file_limit() { # own limit in seconds
+	local left=$(( ${PA_TOTAL_BUDGET:-1080} - ($(date +%s) - START_TIME) ))
+	local limit=$1
+	[ "$left" -lt "$limit" ] && limit=$left
+	[ "$limit" -lt 60 ] && return 1
+	echo "$limit"
+}
+
+PROVE_FLAGS=(--timer)
+[ "${PA_PROVE_VERBOSE:-0}" = 1 ] && PROVE_FLAGS+=(-v)
 
 # ---------------------------------------------------------------- pg_regress
 if [ "${PA_SKIP_REGRESS:-0}" != 1 ] && [ "${PA_NO_ENGINE:-0}" != 1 ]; then
@@ -180,14 +225,9 @@ if [ "${PA_SKIP_TAP:-0}" != 1 ]; then
 		done
 		TAP_FILES=("${sel[@]}")
 	fi
-	PROVE_FLAGS=(--timer)
-	[ "${PA_PROVE_VERBOSE:-0}" = 1 ] && PROVE_FLAGS+=(-v)
 	for tf in "${TAP_FILES[@]}"; do
 		name="$(basename "$tf" .pl)"
-		left=$(( ${PA_TOTAL_BUDGET:-1080} - ($(date +%s) - START_TIME) ))
-		limit=${PA_FILE_TIMEOUT:-480}
-		[ "$left" -lt "$limit" ] && limit=$left
-		if [ "$limit" -lt 60 ]; then
+		if ! limit=$(file_limit "${PA_FILE_TIMEOUT:-480}"); then
 			say "TAP $tf: not run, time budget (PA_TOTAL_BUDGET) used up"
 			record "$name" NOTRUN 0
 			continue
@@ -204,22 +244,82 @@ if [ "${PA_SKIP_TAP:-0}" != 1 ]; then
 		else
 			[ $rc -eq 124 ] && say "$tf: killed after ${limit}s"
 			record "$name" FAILED $(($(date +%s) - t0))
-			rl="$COPY/tmp_check/log/regress_log_$name"
-			if [ -f "$rl" ]; then
-				hr
-				say "tail of $rl:"
-				tail -n 80 "$rl"
-			fi
-			for lf in "$COPY"/tmp_check/log/"${name}"_*.log; do
-				[ -f "$lf" ] || continue
-				hr
-				say "errors and tail of $lf:"
-				grep -E 'PANIC|FATAL|ERROR|TRAP|terminated by signal|server process' "$lf" | tail -n 40
-				echo "..."
-				tail -n 40 "$lf"
-			done
+			show_tap_logs "$COPY/tmp_check/log" "$name"
 		fi
 	done
+fi
+
+# ---------------------------------------------------------------- PostgreSQL's subscription tests
+# Each file of src/test/subscription/t runs on its own with prove, with
+# PERL5OPT=-MPgSuite (t/PgSuite.pm: the engine applies the subscriptions;
+# checks listed in t/pg_suite_skips.txt run as TODO tests).  The files are
+# copied to the scratch directory, where their tmp_check goes.
+pg_selected() { # name: is this PostgreSQL test file selected by PA_TESTS?
+	local pat
+	[ -z "${PA_TESTS:-}" ] && return 0
+	for pat in $PA_TESTS; do
+		case "$pat" in
+			pg_suite) return 0 ;;
+			pg_*) case "$1" in *"$pat"*) return 0 ;; esac ;;
+		esac
+	done
+	return 1
+}
+pg_any_selected() {
+	local pat
+	[ -z "${PA_TESTS:-}" ] && return 0
+	for pat in $PA_TESTS; do
+		case "$pat" in pg_*) return 0 ;; esac
+	done
+	return 1
+}
+
+if [ "${PA_SKIP_TAP:-0}" != 1 ] && [ "${PA_SKIP_PG_SUITE:-0}" != 1 ] && pg_any_selected; then
+	PG_SRC_CACHE="${PA_PG_SRC_CACHE:-/var/cache/parallel_apply/postgresql-${PG_MAJOR}-src}"
+	PG_SUITE="$COPY/pg_suite"
+	hr
+	if [ ! -f "$PG_SRC_CACHE/src/test/subscription/t/001_rep_changes.pl" ]; then
+		say "PostgreSQL's subscription tests not found in $PG_SRC_CACHE (t/setup.sh fetches them)"
+		record "pg_suite" NOTRUN 0
+	else
+		say "PostgreSQL's subscription tests: $(cat "$PG_SRC_CACHE/.complete" 2>/dev/null)"
+		mkdir -p "$PG_SUITE"
+		cp -R "$PG_SRC_CACHE/src/test/subscription/t" "$PG_SUITE/"
+		[ -n "$RUNAS" ] && chown -R "$RUNAS": "$PG_SUITE"
+		# 012_collation needs to be told that the server has ICU
+		with_icu=no
+		"$PG_CONFIG" --configure | grep -q -- '--with-icu' && with_icu=yes
+		mapfile -t PG_FILES < <(cd "$PG_SUITE" && ls t/*.pl | sort)
+		pg_t0=$(date +%s)
+		pg_n=0
+		for tf in "${PG_FILES[@]}"; do
+			base="$(basename "$tf" .pl)"
+			name="pg_$base"
+			pg_selected "$name" || continue
+			pg_n=$((pg_n + 1))
+			if ! limit=$(file_limit "${PA_PG_FILE_TIMEOUT:-300}"); then
+				say "TAP (PostgreSQL) $tf: not run, time budget (PA_TOTAL_BUDGET) used up"
+				record "$name" NOTRUN 0
+				continue
+			fi
+			hr
+			say "TAP (PostgreSQL) $tf"
+			t0=$(date +%s)
+			(cd "$PG_SUITE" && as_user env PERL5OPT=-MPgSuite TESTDIR="$PG_SUITE" \
+				with_icu="$with_icu" PG_TEST_TIMEOUT_DEFAULT="${PA_PG_TEST_TIMEOUT:-90}" \
+				timeout -k 30 "$limit" prove "${PROVE_FLAGS[@]}" "$tf")
+			rc=$?
+			stop_leftovers "$PG_SUITE"
+			if [ $rc -eq 0 ]; then
+				record "$name" ok $(($(date +%s) - t0))
+			else
+				[ $rc -eq 124 ] && say "$tf: killed after ${limit}s"
+				record "$name" FAILED $(($(date +%s) - t0))
+				show_tap_logs "$PG_SUITE/tmp_check/log" "$base"
+			fi
+		done
+		say "PostgreSQL's subscription tests: $pg_n files in $(($(date +%s) - pg_t0))s"
+	fi
 fi
 
 # ---------------------------------------------------------------- summary
@@ -243,7 +343,7 @@ for r in "${RESULTS[@]}"; do
 done
 echo "$n_ok passed, $n_bad failed"
 if [ "$FAILED" -ne 0 ]; then
-	say "FAILED; logs kept in $COPY (tmp_check/log, regression.diffs)"
+	say "FAILED; logs kept in $COPY (tmp_check/log, pg_suite/tmp_check/log, regression.diffs)"
 	exit 1
 fi
 if [ "${PA_KEEP:-0}" = 1 ]; then
