@@ -34,6 +34,7 @@
 #   PA_PG_FILE_TIMEOUT      the same for PostgreSQL's test files (default 300)
 #   PA_PG_TEST_TIMEOUT      PG_TEST_TIMEOUT_DEFAULT for PostgreSQL's test files
 #                           (default 90)
+#   PA_PG_JOBS              PostgreSQL's test files run at a time (default 2)
 #   PA_TOTAL_BUDGET         wall-clock budget for the whole run in seconds
 #                           (default 1080); TAP files that would start after it
 #                           is used up are reported as not run (failure)
@@ -124,10 +125,11 @@ as_user() {
 	fi
 }
 
-# Stop any server a killed test left behind (only servers under our scratch dir).
-stop_leftovers() { # [directory holding tmp_check]
+# Stop any server a killed test left behind (only servers under our scratch
+# dir; only those of one test file if its name is given).
+stop_leftovers() { # [directory holding tmp_check [test file name without .pl]]
 	local pidfile dir
-	for pidfile in "${1:-$COPY}"/tmp_check/t_*_data/pgdata/postmaster.pid; do
+	for pidfile in "${1:-$COPY}"/tmp_check/t_"${2:-}"*_data/pgdata/postmaster.pid; do
 		[ -e "$pidfile" ] || continue
 		dir="$(dirname "$pidfile")"
 		say "stopping leftover server in $dir"
@@ -252,8 +254,11 @@ fi
 # ---------------------------------------------------------------- PostgreSQL's subscription tests
 # Each file of src/test/subscription/t runs on its own with prove, with
 # PERL5OPT=-MPgSuite (t/PgSuite.pm: the engine applies the subscriptions;
-# checks listed in t/pg_suite_skips.txt run as TODO tests).  The files are
-# copied to the scratch directory, where their tmp_check goes.
+# checks listed in t/pg_suite_skips.txt run as TODO tests), PA_PG_JOBS files
+# at a time (as PostgreSQL's own "make check -j" would; their nodes share one
+# port lock directory).  The files are copied to the scratch directory, where
+# their tmp_check goes; each file's output is printed, and its result
+# recorded, in file order once it has finished.
 pg_selected() { # name: is this PostgreSQL test file selected by PA_TESTS?
 	local pat
 	[ -z "${PA_TESTS:-}" ] && return 0
@@ -274,51 +279,89 @@ pg_any_selected() {
 	return 1
 }
 
+# Start one file in the background; its output goes to $PG_OUT/<base>.out,
+# "exit-code seconds" to $PG_OUT/<base>.rc when it is done.
+pg_start() { # test file (t/NNN_name.pl), wall-clock limit
+	local tf="$1" limit="$2" base
+	base="$(basename "$tf" .pl)"
+	(
+		t0=$(date +%s)
+		cd "$PG_SUITE" && as_user env PERL5OPT=-MPgSuite TESTDIR="$PG_SUITE" \
+			with_icu="$PG_WITH_ICU" PG_TEST_TIMEOUT_DEFAULT="${PA_PG_TEST_TIMEOUT:-90}" \
+			timeout -k 30 "$limit" prove "${PROVE_FLAGS[@]}" "$tf" >"$PG_OUT/$base.out" 2>&1
+		rc=$?
+		[ $rc -eq 124 ] && echo "run.sh: $tf: killed after ${limit}s" >>"$PG_OUT/$base.out"
+		stop_leftovers "$PG_SUITE" "$base" >>"$PG_OUT/$base.out"
+		echo "$rc $(($(date +%s) - t0))" >"$PG_OUT/$base.rc"
+	) &
+}
+
+# Print a finished file's output and record its result.
+pg_report() { # test file
+	local tf="$1" base rc secs
+	base="$(basename "$tf" .pl)"
+	read -r rc secs <"$PG_OUT/$base.rc"
+	hr
+	say "TAP (PostgreSQL) $tf"
+	cat "$PG_OUT/$base.out"
+	if [ "$rc" = NOTRUN ]; then
+		record "pg_$base" NOTRUN 0
+	elif [ "$rc" -eq 0 ]; then
+		record "pg_$base" ok "$secs"
+	else
+		record "pg_$base" FAILED "$secs"
+		show_tap_logs "$PG_SUITE/tmp_check/log" "$base"
+	fi
+}
+
 if [ "${PA_SKIP_TAP:-0}" != 1 ] && [ "${PA_SKIP_PG_SUITE:-0}" != 1 ] && pg_any_selected; then
 	PG_SRC_CACHE="${PA_PG_SRC_CACHE:-/var/cache/parallel_apply/postgresql-${PG_MAJOR}-src}"
 	PG_SUITE="$COPY/pg_suite"
+	PG_OUT="$WORK/pg_suite_out"
 	hr
 	if [ ! -f "$PG_SRC_CACHE/src/test/subscription/t/001_rep_changes.pl" ]; then
 		say "PostgreSQL's subscription tests not found in $PG_SRC_CACHE (t/setup.sh fetches them)"
 		record "pg_suite" NOTRUN 0
 	else
-		say "PostgreSQL's subscription tests: $(cat "$PG_SRC_CACHE/.complete" 2>/dev/null)"
-		mkdir -p "$PG_SUITE"
+		say "PostgreSQL's subscription tests: $(cat "$PG_SRC_CACHE/.complete" 2>/dev/null), ${PA_PG_JOBS:-2} at a time"
+		mkdir -p "$PG_SUITE" "$PG_OUT"
 		cp -R "$PG_SRC_CACHE/src/test/subscription/t" "$PG_SUITE/"
 		[ -n "$RUNAS" ] && chown -R "$RUNAS": "$PG_SUITE"
 		# 012_collation needs to be told that the server has ICU
-		with_icu=no
-		"$PG_CONFIG" --configure | grep -q -- '--with-icu' && with_icu=yes
-		mapfile -t PG_FILES < <(cd "$PG_SUITE" && ls t/*.pl | sort)
+		PG_WITH_ICU=no
+		"$PG_CONFIG" --configure | grep -q -- '--with-icu' && PG_WITH_ICU=yes
+		PG_FILES=()
+		while read -r tf; do
+			pg_selected "pg_$(basename "$tf" .pl)" && PG_FILES+=("$tf")
+		done < <(cd "$PG_SUITE" && ls t/*.pl | sort)
 		pg_t0=$(date +%s)
-		pg_n=0
-		for tf in "${PG_FILES[@]}"; do
-			base="$(basename "$tf" .pl)"
-			name="pg_$base"
-			pg_selected "$name" || continue
-			pg_n=$((pg_n + 1))
-			if ! limit=$(file_limit "${PA_PG_FILE_TIMEOUT:-300}"); then
-				say "TAP (PostgreSQL) $tf: not run, time budget (PA_TOTAL_BUDGET) used up"
-				record "$name" NOTRUN 0
-				continue
-			fi
-			hr
-			say "TAP (PostgreSQL) $tf"
-			t0=$(date +%s)
-			(cd "$PG_SUITE" && as_user env PERL5OPT=-MPgSuite TESTDIR="$PG_SUITE" \
-				with_icu="$with_icu" PG_TEST_TIMEOUT_DEFAULT="${PA_PG_TEST_TIMEOUT:-90}" \
-				timeout -k 30 "$limit" prove "${PROVE_FLAGS[@]}" "$tf")
-			rc=$?
-			stop_leftovers "$PG_SUITE"
-			if [ $rc -eq 0 ]; then
-				record "$name" ok $(($(date +%s) - t0))
-			else
-				[ $rc -eq 124 ] && say "$tf: killed after ${limit}s"
-				record "$name" FAILED $(($(date +%s) - t0))
-				show_tap_logs "$PG_SUITE/tmp_check/log" "$base"
-			fi
+		next_start=0
+		next_report=0
+		while [ "$next_report" -lt "${#PG_FILES[@]}" ]; do
+			# start files while fewer than PA_PG_JOBS run
+			while [ "$next_start" -lt "${#PG_FILES[@]}" ] &&
+				[ "$(jobs -rp | wc -l)" -lt "${PA_PG_JOBS:-2}" ]; do
+				tf="${PG_FILES[$next_start]}"
+				if limit=$(file_limit "${PA_PG_FILE_TIMEOUT:-300}"); then
+					pg_start "$tf" "$limit"
+				else
+					echo "run.sh: $tf: not run, time budget (PA_TOTAL_BUDGET) used up" \
+						>"$PG_OUT/$(basename "$tf" .pl).out"
+					echo "NOTRUN 0" >"$PG_OUT/$(basename "$tf" .pl).rc"
+				fi
+				next_start=$((next_start + 1))
+			done
+			# report, in file order, the files that have finished
+			while [ "$next_report" -lt "$next_start" ] &&
+				[ -f "$PG_OUT/$(basename "${PG_FILES[$next_report]}" .pl).rc" ]; do
+				pg_report "${PG_FILES[$next_report]}"
+				next_report=$((next_report + 1))
+			done
+			# wait until one of the running files finishes
+			[ "$next_report" -lt "${#PG_FILES[@]}" ] && [ -n "$(jobs -rp)" ] && wait -n
 		done
-		say "PostgreSQL's subscription tests: $pg_n files in $(($(date +%s) - pg_t0))s"
+		wait
+		say "PostgreSQL's subscription tests: ${#PG_FILES[@]} files in $(($(date +%s) - pg_t0))s"
 	fi
 fi
 
