@@ -15,6 +15,7 @@
 extern void pa_commit_init(PaSub *sub, RepOriginId originid,
 						   pid_t leader_pid);
 extern void pa_commit_start(PaTxn *txn);
+extern bool pa_is_committed(uint64 seq);
 extern bool pa_wait_for_commit(uint64 seq);
 extern XLogRecPtr pa_commit_group(uint64 first, uint64 last,
 								  const PaMsgCommit *commit);

@@ -35,5 +35,6 @@ extern PaDepRel *pa_dep_relation(uint64 seq, LogicalRepRelId relid,
 extern void pa_dep_change(uint64 seq, PaDepRel *rel, const char *msg, int len,
 						  PaDepAcc *acc);
 extern void pa_dep_truncate(uint64 seq, PaDepAcc *acc);
+extern void pa_dep_end_batch(void);
 
 #endif							/* PA_DEPENDENCY_H */

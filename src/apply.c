@@ -678,11 +678,16 @@ find_local_row(EState *estate, Relation localrel,
 			   LogicalRepRelation *remoterel, TupleTableSlot *remoteslot,
 			   TupleTableSlot **localslot)
 {
+	/* read before the lookup: a commit just after it must count */
+	bool		before_committed = (pa_apply_predecessor == 0 ||
+									pa_is_committed(pa_apply_predecessor));
+
 	if (FindReplTupleInLocalRel(estate, localrel, remoterel, remoteslot,
 								localslot))
 		return true;
-	if (pa_apply_predecessor == 0 || !pa_wait_for_commit(pa_apply_predecessor))
+	if (before_committed)
 		return false;
+	(void) pa_wait_for_commit(pa_apply_predecessor);
 	return FindReplTupleInLocalRel(estate, localrel, remoterel, remoteslot,
 								   localslot);
 }

@@ -90,6 +90,13 @@ wait_on_lock(uint64 seq)
 	LockRelease(&tag, ShareLock, true);
 }
 
+/* Has transaction seq committed (the watermark reached it)? */
+bool
+pa_is_committed(uint64 seq)
+{
+	return pg_atomic_read_u64(&my_sub->committed_seq) >= seq;
+}
+
 /*
  * Wait until transaction seq has committed (the watermark reached it).
  * Returns true if we had to wait.

@@ -768,10 +768,44 @@ parse_tuple(StringInfo s, ColVal *cols, int maxcols)
 }
 
 /*
+ * Typed conversion and hashing may read the catalogs (a collation, an
+ * array's element type, an extension type's cache), which needs a
+ * transaction: the first typed value of a burst of messages starts one, and
+ * the leader's loop ends it after the burst (pa_dep_end_batch), before it
+ * waits or checks anything.  A transaction without an xid costs little, and
+ * only bursts with typed keys pay for it.
+ */
+static bool batch_xact = false;
+
+static void
+batch_xact_start(void)
+{
+	MemoryContext cxt = CurrentMemoryContext;
+
+	StartTransactionCommand();
+	MemoryContextSwitchTo(cxt);
+	batch_xact = true;
+}
+
+void
+pa_dep_end_batch(void)
+{
+	MemoryContext cxt = CurrentMemoryContext;
+
+	if (!batch_xact)
+		return;
+	batch_xact = false;
+	CommitTransactionCommand();
+	MemoryContextSwitchTo(cxt);
+}
+
+/*
  * A typed column's hash: the value converted with the subscriber type's
  * input or receive function, hashed with its extended hash function.  A
  * value the conversion rejects is hashed by its bytes: the worker will
- * fail on it and report it, with the transaction's context.
+ * fail on it and report it, with the transaction's context.  The batch
+ * transaction is then aborted, releasing whatever the failed function
+ * held.
  */
 static uint64
 hash_value(DepCol *col, ColVal *v)
@@ -783,6 +817,8 @@ hash_value(DepCol *col, ColVal *v)
 	if (!col->typed)
 		return hash_bytes_extended((const unsigned char *) v->data, v->len, 0);
 
+	if (!IsTransactionState())
+		batch_xact_start();
 	PG_TRY();
 	{
 		Datum		d;
@@ -815,6 +851,12 @@ hash_value(DepCol *col, ColVal *v)
 	{
 		MemoryContextSwitchTo(cxt);
 		FlushErrorState();
+		if (batch_xact)
+		{
+			AbortCurrentTransaction();
+			MemoryContextSwitchTo(cxt);
+			batch_xact = false;
+		}
 		ok = false;
 	}
 	PG_END_TRY();

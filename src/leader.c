@@ -51,6 +51,7 @@
 #include "catalog/pg_subscription.h"
 #include "libpq/pqformat.h"
 #include "miscadmin.h"
+#include "pa_dependency.h"
 #include "pa_leader.h"
 #include "pa_queue.h"
 #include "pgstat.h"
@@ -711,6 +712,7 @@ read_burst(bool *got_data, pgsocket *fd)
 		len = walrcv_receive(pa_leader.conn, &buf, fd);
 	}
 	MemoryContextSwitchTo(TopMemoryContext);
+	pa_dep_end_batch();
 	return end;
 }
 
@@ -753,6 +755,7 @@ leader_loop(void)
 		if (pa_decode_replaying())
 		{
 			pa_decode_replay();
+			pa_dep_end_batch();
 			send_feedback(false, false);
 			last_recv_time = GetCurrentTimestamp();	/* not reading: our choice */
 			continue;
