@@ -57,7 +57,6 @@ extern void pa_decode_replay(void);
 /* dispatch.c */
 extern void pa_dispatch_init(void);
 extern bool pa_dispatch_ready(void);
-extern bool pa_dispatch_drain(void);
 extern bool pa_dispatch_needs_memory(void);
 extern void pa_dispatch_begin(TransactionId xid, XLogRecPtr final_lsn,
 							  TimestampTz committime);
@@ -69,6 +68,7 @@ extern void pa_dispatch_commit(XLogRecPtr commit_lsn, XLogRecPtr end_lsn,
 extern bool pa_dispatch_process_completions(void);
 extern void pa_dispatch_flush(void);
 extern void pa_dispatch_flush_wal_if_idle(void);
+extern XLogRecPtr pa_dispatch_current_final_lsn(void);
 extern void pa_dispatch_positions(XLogRecPtr *applied, XLogRecPtr *flushed,
 								  bool *pending);
 

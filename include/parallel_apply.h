@@ -6,9 +6,13 @@
  *	  the background workers.
  *
  * One PaSub slot exists per attached subscription.  Each field says which
- * process writes it.  Fields read by other processes are pg_atomic_* (with
- * barriers where the order of two fields matters), or pointers read once
- * into a local; the hot paths take no locks:
+ * process writes it.  Fields that change while other processes read them
+ * are pg_atomic_* (with barriers where the order of two fields matters), or
+ * pointers read once into a local.  The plain fields are written before the
+ * readers can look (a ring entry's worker, xid and LSN before its seq is
+ * published; a worker's slot before its pid), or are read only as hints
+ * that a later check confirms (states for the views, pids compared with
+ * the reader's own copy).  The hot paths take no locks:
  *
  *	- the leader owns the transaction ring entries it dispatches, the chunk
  *	  free queue (single consumer) and the completion queue (single
@@ -180,6 +184,7 @@ extern PaSub *pa_find_sub(Oid subid);
 extern bool pa_sub_has_processes(PaSub *sub);
 extern void pa_sub_reset(PaSub *sub);
 extern void pa_wake_launcher(void);
+extern int	pa_synccommit_level(const char *value);
 
 /* sqlapi.c */
 extern void pa_sqlapi_init(void);

@@ -71,6 +71,8 @@
 #include "access/relation.h"
 #include "access/xact.h"
 #include "catalog/namespace.h"
+#include "catalog/pg_class.h"
+#include "commands/defrem.h"
 #include "catalog/pg_collation.h"
 #include "catalog/pg_index.h"
 #include "catalog/pg_inherits.h"
@@ -98,6 +100,7 @@ typedef struct DepCol
 {
 	bool		typed;			/* convert and hash with the type's function */
 	Oid			ioparam;
+	int32		typmod;			/* the column's, as the worker converts */
 	FmgrInfo	infunc;
 	FmgrInfo	recvfunc;		/* fn_oid invalid: the type has none */
 	FmgrInfo	hashfunc;
@@ -442,6 +445,7 @@ setup_col(DepCol *col, Form_pg_attribute att, Oid remotetyp, Oid collation,
 		return false;
 	typform = (Form_pg_type) GETSTRUCT(tup);
 	col->ioparam = getTypeIOParam(tup);
+	col->typmod = basetypmod;
 	fmgr_info_cxt(typform->typinput, &col->infunc, cxt);
 	if (OidIsValid(typform->typreceive))
 		fmgr_info_cxt(typform->typreceive, &col->recvfunc, cxt);
@@ -529,6 +533,20 @@ leaf_only_unique(DepRel *rel, Oid relid, bool *locked)
 	return found;
 }
 
+/* The access method of an index */
+static Oid
+get_index_am(Oid indexoid)
+{
+	HeapTuple	tup = SearchSysCache1(RELOID, ObjectIdGetDatum(indexoid));
+	Oid			am;
+
+	if (!HeapTupleIsValid(tup))
+		return InvalidOid;
+	am = ((Form_pg_class) GETSTRUCT(tup))->relam;
+	ReleaseSysCache(tup);
+	return am;
+}
+
 /* The unique indexes of localrel that give keys, into rel->uniq */
 static bool
 resolve_unique_keys(DepRel *rel, Relation localrel)
@@ -549,6 +567,8 @@ resolve_unique_keys(DepRel *rel, Relation localrel)
 		Datum		d;
 		bool		isnull;
 		oidvector  *collations;
+		oidvector  *opclasses;
+		Oid			am;
 
 		if (!HeapTupleIsValid(tup))
 			continue;
@@ -562,6 +582,10 @@ resolve_unique_keys(DepRel *rel, Relation localrel)
 		d = SysCacheGetAttr(INDEXRELID, tup, Anum_pg_index_indcollation, &isnull);
 		Assert(!isnull);
 		collations = (oidvector *) DatumGetPointer(d);
+		d = SysCacheGetAttr(INDEXRELID, tup, Anum_pg_index_indclass, &isnull);
+		Assert(!isnull);
+		opclasses = (oidvector *) DatumGetPointer(d);
+		am = get_index_am(indexoid);
 
 		key = &rel->uniq[rel->nuniq];
 		key->tag = indexoid;
@@ -581,7 +605,13 @@ resolve_unique_keys(DepRel *rel, Relation localrel)
 				break;
 			}
 			key->cols[i] = rc;
-			if (!setup_col(&key->hash[i], att, remote->atttyps[rc],
+
+			/*
+			 * The type's own equality is the index's only with its default
+			 * operator class; with another, equal keys may hash apart.
+			 */
+			if (opclasses->values[i] != GetDefaultOpClass(att->atttypid, am) ||
+				!setup_col(&key->hash[i], att, remote->atttyps[rc],
 						   collations->values[i], rel->rescxt))
 			{
 				ReleaseSysCache(tup);
@@ -644,6 +674,8 @@ resolve_rel(DepRel *rel, uint64 seq, PaDepAcc *acc)
 	else
 		MemoryContextReset(rel->rescxt);
 	old = MemoryContextSwitchTo(rel->rescxt);
+	/* an invalidation while we look (locking processes them) is kept */
+	rel->resolved = true;
 	rel->table_level = true;	/* until shown otherwise */
 	rel->ri_usable = false;
 	rel->nuniq = 0;
@@ -740,7 +772,8 @@ done:
 	if (rel->signature != 0 && rel->signature != sig)
 		rel_barrier(rel, seq, acc);
 	rel->signature = sig;
-	rel->resolved = !retry;
+	if (retry)
+		rel->resolved = false;
 	rel->retry_seq = retry ? seq : 0;
 }
 
@@ -776,6 +809,7 @@ parse_tuple(StringInfo s, ColVal *cols, int maxcols)
  * only bursts with typed keys pay for it.
  */
 static bool batch_xact = false;
+static bool conversion_failed = false;	/* by hash_value(), for the change */
 
 static void
 batch_xact_start(void)
@@ -803,7 +837,10 @@ pa_dep_end_batch(void)
  * A typed column's hash: the value converted with the subscriber type's
  * input or receive function, hashed with its extended hash function.  A
  * value the conversion rejects is hashed by its bytes: the worker will
- * fail on it and report it, with the transaction's context.  The batch
+ * fail on it and report it, with the transaction's context.  A value the
+ * conversion rejects (a data exception: any other error goes on) sets
+ * conversion_failed, and its change is a barrier for its relation, since
+ * the same value could hash otherwise in another transaction.  The batch
  * transaction is then aborted, releasing whatever the failed function
  * held.
  */
@@ -828,7 +865,7 @@ hash_value(DepCol *col, ColVal *v)
 		memcpy(copy, v->data, v->len);
 		copy[v->len] = '\0';
 		if (v->kind == LOGICALREP_COLUMN_TEXT)
-			d = InputFunctionCall(&col->infunc, copy, col->ioparam, -1);
+			d = InputFunctionCall(&col->infunc, copy, col->ioparam, col->typmod);
 		else if (OidIsValid(col->recvfunc.fn_oid))
 		{
 			StringInfoData buf;
@@ -837,7 +874,8 @@ hash_value(DepCol *col, ColVal *v)
 			buf.len = v->len;
 			buf.maxlen = v->len + 1;
 			buf.cursor = 0;
-			d = ReceiveFunctionCall(&col->recvfunc, &buf, col->ioparam, -1);
+			d = ReceiveFunctionCall(&col->recvfunc, &buf, col->ioparam,
+									col->typmod);
 			if (buf.cursor != buf.len)
 				ok = false;
 		}
@@ -849,7 +887,10 @@ hash_value(DepCol *col, ColVal *v)
 	}
 	PG_CATCH();
 	{
+		/* only the value's own fault: a cancel or out of memory goes on */
 		MemoryContextSwitchTo(cxt);
+		if (ERRCODE_TO_CATEGORY(geterrcode()) != ERRCODE_DATA_EXCEPTION)
+			PG_RE_THROW();
 		FlushErrorState();
 		if (batch_xact)
 		{
@@ -862,7 +903,10 @@ hash_value(DepCol *col, ColVal *v)
 	PG_END_TRY();
 
 	if (!ok)
-		return hash_bytes_extended((const unsigned char *) v->data, v->len, 0);
+	{
+		conversion_failed = true;
+		return 0;
+	}
 	return h;
 }
 
@@ -899,8 +943,9 @@ claim_key(DepKey *key, ColVal *cols, int ncols, bool unique,
 	e = hash_search(keys, &h, HASH_ENTER, &found);
 	if (found && e->seq != seq)
 		pa_dep_note(acc, e->seq);
+	else if (!found)
+		budget_used++;			/* only new entries cost memory */
 	e->seq = seq;
-	budget_used++;
 	return true;
 }
 
@@ -997,8 +1042,10 @@ pa_dep_change(uint64 seq, PaDepRel *rel, const char *msg, int len, PaDepAcc *acc
 
 	/*
 	 * An UPDATE or DELETE that claimed no key (NULLs in every unique key of
-	 * a FULL table) finds its row by a comparison the keys do not see.
+	 * a FULL table) finds its row by a comparison the keys do not see; a
+	 * value that could not be converted has no trustworthy hash.
 	 */
-	if (claimed == 0 && type != LOGICAL_REP_MSG_INSERT)
+	if ((claimed == 0 && type != LOGICAL_REP_MSG_INSERT) || conversion_failed)
 		rel_barrier(rel, seq, acc);
+	conversion_failed = false;
 }

@@ -47,6 +47,7 @@
  */
 #include "postgres.h"
 
+#include "access/xact.h"
 #include "access/xlog.h"
 #include "miscadmin.h"
 #include "pa_dependency.h"
@@ -108,6 +109,7 @@ static StringInfoData outbox[PA_MAX_WORKERS];	/* bytes not yet in chunks */
 static Size outbox_bytes = 0;	/* in all outboxes */
 static HTAB *relations;
 static MemoryContext RelContext;
+static int	sync_level;			/* the subscription's synchronous_commit */
 
 void
 pa_dispatch_init(void)
@@ -130,6 +132,9 @@ pa_dispatch_init(void)
 	touched = MemoryContextAlloc(TopMemoryContext, sizeof(LogicalRepRelId) * maxtouched);
 	ntouched = 0;
 	pa_dep_init();
+
+	/* the subscription's setting; a change of it restarts the engine */
+	sync_level = pa_synccommit_level(pa_leader.mysub->synccommit);
 
 	/* after a worker failed, re-apply the window it failed in serially */
 	serial_until = pg_atomic_read_u64(&pa_leader.sub->serial_until);
@@ -157,8 +162,12 @@ reset_buffer(StringInfo buf)
 {
 	if (buf->maxlen > PA_OUTBOX_KEEP)
 	{
+		/* the loop's per-message context may be current: not there */
+		MemoryContext old = MemoryContextSwitchTo(TopMemoryContext);
+
 		pfree(buf->data);
 		initStringInfo(buf);
+		MemoryContextSwitchTo(old);
 	}
 	else
 		resetStringInfo(buf);
@@ -202,7 +211,7 @@ drain_outbox(int w)
 /*
  * Bytes for worker w: into its open chunk and new ones while queue memory
  * lasts, the rest into its outbox, which the loop drains as workers free
- * chunks (pa_dispatch_drain).  Never waits.
+ * chunks (pa_dispatch_ready).  Never waits.
  */
 static void
 write_bytes(int w, const char *data, Size len)
@@ -244,8 +253,8 @@ write_bytes(int w, const char *data, Size len)
  * Drain every outbox as far as queue memory allows.  Returns true when all
  * are empty: the leader may then read and dispatch more.
  */
-bool
-pa_dispatch_drain(void)
+static bool
+dispatch_drain(void)
 {
 	bool		empty = true;
 	int			w;
@@ -273,7 +282,7 @@ window_open(void)
 bool
 pa_dispatch_ready(void)
 {
-	if (outbox_bytes > 0 && !pa_dispatch_drain())
+	if (outbox_bytes > 0 && !dispatch_drain())
 		return false;
 	if (window_open())
 		return true;
@@ -592,6 +601,16 @@ pa_dispatch_commit(XLogRecPtr commit_lsn, XLogRecPtr end_lsn, TimestampTz commit
 	msg.committime = committime;
 	write_frame(cur_worker, PA_MSG_COMMIT, &msg, sizeof(msg));
 	cur_seq = 0;
+
+	/* keep the transaction of typed key hashing short (dependency.c) */
+	pa_dep_end_batch();
+}
+
+/* The finish LSN of the transaction being dispatched, or InvalidXLogRecPtr */
+XLogRecPtr
+pa_dispatch_current_final_lsn(void)
+{
+	return cur_seq != 0 ? cur_begin.final_lsn : InvalidXLogRecPtr;
 }
 
 /* Drain the completion queue; returns true if anything completed */
@@ -664,21 +683,30 @@ static XLogRecPtr
 durable_position(void)
 {
 	XLogRecPtr	flushptr = GetFlushRecPtr(NULL);
-	const char *sc = pa_leader.mysub->synccommit;
 	int			mode;
 
-	if (strcmp(sc, "remote_write") == 0)
-		mode = SYNC_REP_WAIT_WRITE;
-	else if (strcmp(sc, "on") == 0)
-		mode = SYNC_REP_WAIT_FLUSH;
-	else if (strcmp(sc, "remote_apply") == 0)
-		mode = SYNC_REP_WAIT_APPLY;
-	else
-		return flushptr;		/* off, local */
+	switch (sync_level)
+	{
+		case SYNCHRONOUS_COMMIT_REMOTE_WRITE:
+			mode = SYNC_REP_WAIT_WRITE;
+			break;
+		case SYNCHRONOUS_COMMIT_REMOTE_FLUSH:
+			mode = SYNC_REP_WAIT_FLUSH;
+			break;
+		case SYNCHRONOUS_COMMIT_REMOTE_APPLY:
+			mode = SYNC_REP_WAIT_APPLY;
+			break;
+		default:
+			return flushptr;	/* off, local */
+	}
 	if (max_wal_senders == 0 || SyncRepStandbyNames == NULL ||
 		SyncRepStandbyNames[0] == '\0')
 		return flushptr;
 
+	/*
+	 * walsender_private.h is private and changes between minor releases;
+	 * only lsn[], which every PostgreSQL 15 minor release has, is read.
+	 */
 	LWLockAcquire(SyncRepLock, LW_SHARED);
 	if (WalSndCtl->lsn[mode] < flushptr)
 		flushptr = WalSndCtl->lsn[mode];

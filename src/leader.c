@@ -172,7 +172,7 @@ check_subscription(void)
 	MemoryContextSwitchTo(old);
 	attached = pa_subscription_is_attached(pa_leader.sub->subid);
 	CommitTransactionCommand();
-	MemoryContextSwitchTo(caller);	/* not TopMemoryContext, mid-burst */
+	MemoryContextSwitchTo(caller);
 
 	if (newsub == NULL)
 		leader_step_aside("the subscription was dropped");
@@ -222,6 +222,62 @@ disable_on_error(void)
 			 errhint("Fix the cause, then run parallel_apply.attach() or ALTER SUBSCRIPTION ... ENABLE.")));
 }
 
+/*
+ * Worker i has exited (it only does so on an error, or when its leader is
+ * gone): mark the window in flight for a serial re-apply and stop the
+ * engine with an error naming the transaction it was applying.
+ */
+static void
+worker_failed(int i)
+{
+	PaSub	   *sub = pa_leader.sub;
+	uint64		seq = sub->workers[i].failed_seq;
+	PaTxn	   *txn = &sub->txns[seq % PA_MAX_INFLIGHT];
+	bool		known = (seq != 0 && pg_atomic_read_u64(&txn->seq) == seq);
+	XLogRecPtr	until = pa_leader.last_received;
+
+	pa_leader.handles[i] = NULL;
+
+	/* enabled by hand meanwhile? then the built-in worker won */
+	subscription_changed = true;
+	check_subscription();
+
+	if (pa_leader.mysub->disableonerr && pa_leader.started_serial &&
+		pg_atomic_read_u64(&sub->serial_until) != InvalidXLogRecPtr)
+		disable_on_error();
+
+	/*
+	 * Re-apply what was in flight serially, after the retry interval: an
+	 * error that parallelism caused (a dependency the tracker could not
+	 * see) does not happen then; a genuine one happens again and is retried
+	 * the same way.  The window reaches the finish LSN of the failed
+	 * transaction and of the one being dispatched, which may both lie past
+	 * what was received: a large transaction is given to its worker before
+	 * its COMMIT is read, and a deadlock's victim may be the other party.
+	 */
+	if (known && txn->final_lsn > until)
+		until = txn->final_lsn;
+	if (pa_dispatch_current_final_lsn() > until)
+		until = pa_dispatch_current_final_lsn();
+	if (pg_atomic_read_u64(&sub->serial_until) < until)
+		pg_atomic_write_u64(&sub->serial_until, until);
+
+	reporting_worker_exit = true;
+	if (known)
+		ereport(ERROR,
+				(errcode(ERRCODE_INTERNAL_ERROR),
+				 errmsg("parallel_apply worker %d of subscription \"%s\" exited while applying remote transaction %u",
+						i + 1, pa_leader.mysub->name, txn->remote_xid),
+				 errdetail("The transaction finished at %X/%X on the publisher; the worker's error is logged above.",
+						   LSN_FORMAT_ARGS(txn->final_lsn)),
+				 errhint("The engine re-applies the transactions in flight serially, from the subscription's replication origin.")));
+	ereport(ERROR,
+			(errcode(ERRCODE_INTERNAL_ERROR),
+			 errmsg("parallel_apply worker %d of subscription \"%s\" exited",
+					i + 1, pa_leader.mysub->name),
+			 errhint("The engine re-applies the transactions in flight serially, from the subscription's replication origin.")));
+}
+
 static void
 check_workers(void)
 {
@@ -231,61 +287,9 @@ check_workers(void)
 	{
 		pid_t		pid;
 
-		if (pa_leader.handles[i] == NULL ||
-			GetBackgroundWorkerPid(pa_leader.handles[i], &pid) != BGWH_STOPPED)
-			continue;
-
-		{
-			PaSub	   *sub = pa_leader.sub;
-			uint64		seq = sub->workers[i].failed_seq;
-			PaTxn	   *txn = &sub->txns[seq % PA_MAX_INFLIGHT];
-
-			pa_leader.handles[i] = NULL;
-
-			/* enabled by hand meanwhile? then the built-in worker won */
-			subscription_changed = true;
-			check_subscription();
-
-			if (pa_leader.mysub->disableonerr && pa_leader.started_serial &&
-				pg_atomic_read_u64(&sub->serial_until) != InvalidXLogRecPtr)
-				disable_on_error();
-
-			/*
-			 * Re-apply what was in flight serially, after the retry
-			 * interval: an error that parallelism caused (a dependency the
-			 * tracker could not see) does not happen then; a genuine one
-			 * happens again and is retried the same way.
-			 */
-			/*
-			 * The window reaches the failed transaction's own finish LSN
-			 * too: a large transaction is given to its worker before its
-			 * COMMIT is read.
-			 */
-			{
-				XLogRecPtr	until = pa_leader.last_received;
-
-				if (seq != 0 && pg_atomic_read_u64(&txn->seq) == seq &&
-					txn->final_lsn > until)
-					until = txn->final_lsn;
-				if (pg_atomic_read_u64(&sub->serial_until) < until)
-					pg_atomic_write_u64(&sub->serial_until, until);
-			}
-
-			reporting_worker_exit = true;
-			if (seq != 0 && pg_atomic_read_u64(&txn->seq) == seq)
-				ereport(ERROR,
-						(errcode(ERRCODE_INTERNAL_ERROR),
-						 errmsg("parallel_apply worker %d of subscription \"%s\" exited while applying remote transaction %u",
-								i + 1, pa_leader.mysub->name, txn->remote_xid),
-						 errdetail("The transaction finished at %X/%X on the publisher; the worker's error is logged above.",
-								   LSN_FORMAT_ARGS(txn->final_lsn)),
-						 errhint("The engine re-applies the transactions in flight serially, from the subscription's replication origin.")));
-			ereport(ERROR,
-					(errcode(ERRCODE_INTERNAL_ERROR),
-					 errmsg("parallel_apply worker %d of subscription \"%s\" exited",
-							i + 1, pa_leader.mysub->name),
-					 errhint("The engine re-applies the transactions in flight serially, from the subscription's replication origin.")));
-		}
+		if (pa_leader.handles[i] != NULL &&
+			GetBackgroundWorkerPid(pa_leader.handles[i], &pid) == BGWH_STOPPED)
+			worker_failed(i);
 	}
 }
 

@@ -13,6 +13,7 @@
  */
 #include "postgres.h"
 
+#include "access/xact.h"
 #include "fmgr.h"
 #include "miscadmin.h"
 #include "pa_queue.h"
@@ -20,6 +21,7 @@
 #include "storage/ipc.h"
 #include "storage/proc.h"
 #include "storage/shmem.h"
+#include "utils/builtins.h"
 #include "utils/guc.h"
 
 PG_MODULE_MAGIC;
@@ -121,6 +123,28 @@ pa_shmem_startup(void)
 		}
 	}
 	LWLockRelease(AddinShmemInitLock);
+}
+
+/*
+ * A subscription's synchronous_commit (pg_subscription.subsynccommit, kept
+ * as the user spelt it) as a SYNCHRONOUS_COMMIT_* level, read the way the
+ * GUC reads it: local, remote_write, remote_apply, or any boolean spelling
+ * (on, off, true, yes, 1, ...).
+ */
+int
+pa_synccommit_level(const char *value)
+{
+	bool		b;
+
+	if (pg_strcasecmp(value, "local") == 0)
+		return SYNCHRONOUS_COMMIT_LOCAL_FLUSH;
+	if (pg_strcasecmp(value, "remote_write") == 0)
+		return SYNCHRONOUS_COMMIT_REMOTE_WRITE;
+	if (pg_strcasecmp(value, "remote_apply") == 0)
+		return SYNCHRONOUS_COMMIT_REMOTE_APPLY;
+	if (parse_bool(value, &b))
+		return b ? SYNCHRONOUS_COMMIT_ON : SYNCHRONOUS_COMMIT_OFF;
+	return SYNCHRONOUS_COMMIT_OFF;	/* CREATE SUBSCRIPTION validated it */
 }
 
 /* ereport if the module was not loaded by shared_preload_libraries */

@@ -142,8 +142,11 @@ fill_inbuf(void)
 		if (avail == 0 && inbuf.maxlen > 1024 * 1024)
 		{
 			/* do not keep the memory of one huge message for long */
+			MemoryContext old = MemoryContextSwitchTo(TopMemoryContext);
+
 			pfree(inbuf.data);
 			initStringInfo(&inbuf);
+			MemoryContextSwitchTo(old);
 		}
 		else if (inbuf.cursor > 0)
 		{
@@ -456,12 +459,20 @@ pa_worker_main(Datum main_arg)
 	SetConfigOption("session_replication_role", "replica", PGC_SUSET, PGC_S_OVERRIDE);
 	SetConfigOption("search_path", "", PGC_SUSET, PGC_S_OVERRIDE);
 
+	/*
+	 * A role or database default of serializable would make concurrent
+	 * workers fail against each other, which one built-in worker never does.
+	 */
+	SetConfigOption("default_transaction_isolation", "read committed",
+					PGC_SUSET, PGC_S_OVERRIDE);
+
 	StartTransactionCommand();
 	mysub = GetSubscription(my_args.subid, true);
 	if (mysub == NULL)
 		proc_exit(0);
 	/* commit asynchronously; flush in groups if the subscription asks */
-	flush_commits = (strcmp(mysub->synccommit, "off") != 0);
+	flush_commits = (pa_synccommit_level(mysub->synccommit) !=
+					 SYNCHRONOUS_COMMIT_OFF);
 	SetConfigOption("synchronous_commit", "off", PGC_BACKEND, PGC_S_OVERRIDE);
 	snprintf(origin_name, sizeof(origin_name), "pg_%u", my_args.subid);
 	originid = replorigin_by_name(origin_name, false);
