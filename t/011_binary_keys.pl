@@ -36,8 +36,9 @@ use Test::More;
 my $apply_timeout = 60;
 
 my $pub = pa_publisher('publisher', conf => "synchronous_commit = off\n");
+# debug1: the "did not find row" message is PostgreSQL 15's, at DEBUG1
 my $sub = pa_subscriber('subscriber', workers => 4,
-	conf => "parallel_apply.group_size = 1\n");
+	conf => "parallel_apply.group_size = 1\nlog_min_messages = debug1\n");
 
 pa_both($pub, $sub, q{
 CREATE TABLE kn (k numeric PRIMARY KEY, v int);
