@@ -709,14 +709,13 @@ report_missing_row(Relation localrel, CmdType operation, bool partition)
 		elog(DEBUG1,
 			 "logical replication did not find row to be updated "
 			 "in replication target relation's partition \"%s\"", relname);
-	else if (!partition)
+	else
+	{
+		/* a DELETE routed to a partition names the partition as its target */
 		elog(DEBUG1,
 			 "logical replication did not find row to be deleted "
 			 "in replication target relation \"%s\"", relname);
-	else
-		elog(DEBUG1,
-			 "logical replication did not find row to be deleted "
-			 "in replication target relation's partition \"%s\"", relname);
+	}
 }
 
 /*

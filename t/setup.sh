@@ -144,8 +144,11 @@ fetch_pg_tests() {
 	fi
 	echo "$pkg $v ($(basename "$orig"))" >"$tmp/x/.complete"
 	chmod -R a+rX,go-w "$tmp/x"
-	mkdir -p "$(dirname "$cache")"
-	chmod 755 "$(dirname "$cache")"
+	# only a directory we create gets our mode (the cache may live in /tmp)
+	if [ ! -d "$(dirname "$cache")" ]; then
+		mkdir -p "$(dirname "$cache")"
+		chmod 755 "$(dirname "$cache")"
+	fi
 	rm -rf "$cache"
 	mv "$tmp/x" "$cache"
 	rm -rf "$tmp"
