@@ -7,10 +7,10 @@
  *
  * Owns: sequence numbers, the transaction ring entries (PaSub->txns), the
  * choice of worker, the framing of messages into chunks and the outboxes of
- * bytes waiting for queue memory, the leader's copy of every RELATION message and which
- * worker has seen which version of it, serial mode after a failure, the
- * positions reported to the publisher, and the WAL flush the leader makes
- * when it is idle with commits not yet flushed.
+ * bytes waiting for queue memory, the leader's copy of every RELATION
+ * message and which worker has seen which version of it, serial mode after
+ * a failure, the positions reported to the publisher, and the WAL flush the
+ * leader makes when it is idle with commits not yet flushed.
  *
  * A transaction is buffered in leader memory (up to PA_TXN_BUFFER bytes)
  * while its dependencies are computed (dependency.c), then its worker is
@@ -267,11 +267,7 @@ dispatch_drain(void)
 	return empty;
 }
 
-/*
- * Can the leader dispatch one more message?  Its outboxes must be empty
- * (so the leader's memory beyond queue memory is at most one message and
- * one transaction buffer), and a BEGIN must find its ring entry free.
- */
+/* Is the ring entry (and the fifo entry) of the next BEGIN free? */
 static inline bool
 window_open(void)
 {
@@ -279,6 +275,11 @@ window_open(void)
 		next_seq <= flushed_upto + PA_FIFO_SIZE;
 }
 
+/*
+ * Can the leader dispatch one more message?  Its outboxes must be empty
+ * (so the leader's memory beyond queue memory is at most one message and
+ * one transaction buffer), and a BEGIN must find its ring entry free.
+ */
 bool
 pa_dispatch_ready(void)
 {
@@ -445,8 +446,7 @@ pa_dispatch_begin(TransactionId xid, XLogRecPtr final_lsn, TimestampTz committim
 
 	seq = next_seq++;
 	txn = &sub->txns[seq % PA_MAX_INFLIGHT];
-	pg_atomic_write_u64(&txn->seq, 0);	/* published with its worker in
-											 * go_direct */
+	pg_atomic_write_u64(&txn->seq, 0);	/* published in go_direct */
 	txn->remote_xid = xid;
 	txn->final_lsn = final_lsn;
 	txn->local_end = InvalidXLogRecPtr;

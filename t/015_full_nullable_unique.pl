@@ -272,38 +272,15 @@ sub check_phase
 	return;
 }
 
-# the subscription stops applying: the publisher's work piles up in the slot
-sub stop_applying
-{
-	pa_detach($sub, 'sub');
-	$sub->safe_psql('postgres', 'ALTER SUBSCRIPTION sub DISABLE');
-	pa_poll($sub,
-		"SELECT count(*) FROM pg_stat_subscription WHERE subname = 'sub' AND pid IS NOT NULL",
-		'0', 'built-in apply worker gone');
-	return;
-}
-
-sub resume_applying
-{
-	if (pa_engine())
-	{
-		pa_attach($sub, 'sub');    # attach takes a disabled subscription
-	}
-	else
-	{
-		$sub->safe_psql('postgres', 'ALTER SUBSCRIPTION sub ENABLE');
-	}
-	return;
-}
 
 sub backlog_phase
 {
 	my ($label, $seed) = @_;
 	my $sql = workload($seed, $txns);
-	stop_applying();
+	pa_stop_applying($sub, 'sub');
 	my $logpos = pa_log_pos($sub);
 	$pub->safe_psql('postgres', $sql);
-	resume_applying();
+	pa_resume_applying($sub, 'sub');
 	check_phase($label, $logpos, 1);
 	return;
 }

@@ -493,28 +493,6 @@ sub workload
 }
 
 # ---------------------------------------------------------------- phases
-sub stop_applying
-{
-	pa_detach($sub, 'sub');
-	$sub->safe_psql('postgres', 'ALTER SUBSCRIPTION sub DISABLE');
-	pa_poll($sub,
-		"SELECT count(*) FROM pg_stat_subscription WHERE subname = 'sub' AND pid IS NOT NULL",
-		'0', 'built-in apply worker gone');
-	return;
-}
-
-sub resume_applying
-{
-	if (pa_engine())
-	{
-		pa_attach($sub, 'sub');    # attach takes a disabled subscription
-	}
-	else
-	{
-		$sub->safe_psql('postgres', 'ALTER SUBSCRIPTION sub ENABLE');
-	}
-	return;
-}
 
 sub engine_stat
 {
@@ -634,10 +612,10 @@ sub run_case
 {
 	my ($label, $seed, $tables, $probes) = @_;
 	my $sql = workload($seed, @$tables);
-	stop_applying();
+	pa_stop_applying($sub, 'sub');
 	my $logpos = $case_logpos = pa_log_pos($sub);
 	$pub->safe_psql('postgres', $sql);
-	resume_applying();
+	pa_resume_applying($sub, 'sub');
 	my $ok = catchup("$label, backlog");
 	if ($ok)
 	{

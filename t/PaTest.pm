@@ -74,6 +74,8 @@ our @EXPORT = qw(
   pa_wait_log_for
   pa_log_errors
   pa_stat
+  pa_stop_applying
+  pa_resume_applying
 );
 
 # True unless PA_NO_ENGINE is set: tests then run against parallel_apply.
@@ -958,6 +960,42 @@ sub pa_stat
 	return undef unless pa_engine();
 	return $sub->safe_psql($db // 'postgres',
 		"SELECT $col FROM parallel_apply.stat_subscription WHERE subname = '$subname'");
+}
+
+=pod
+
+=item pa_stop_applying($sub, $subname) / pa_resume_applying($sub, $subname)
+
+Stop applying the subscription (detach, DISABLE, wait until the built-in
+worker is gone), so that the publisher's work piles up in the slot as a
+backlog; then hand it to the engine again (attach takes a disabled
+subscription), or, with PA_NO_ENGINE, ENABLE it.
+
+=cut
+
+sub pa_stop_applying
+{
+	my ($sub, $subname) = @_;
+	pa_detach($sub, $subname);
+	$sub->safe_psql('postgres', "ALTER SUBSCRIPTION $subname DISABLE");
+	pa_poll($sub,
+		"SELECT count(*) FROM pg_stat_subscription WHERE subname = '$subname' AND pid IS NOT NULL",
+		'0', 'built-in apply worker gone');
+	return;
+}
+
+sub pa_resume_applying
+{
+	my ($sub, $subname) = @_;
+	if (pa_engine())
+	{
+		pa_attach($sub, $subname);
+	}
+	else
+	{
+		$sub->safe_psql('postgres', "ALTER SUBSCRIPTION $subname ENABLE");
+	}
+	return;
 }
 
 1;
