@@ -888,7 +888,7 @@ apply_update_internal(PaExecData *edata, ResultRelInfo *relinfo,
 	opened = open_indices(relinfo);
 
 	found = find_local_row(estate, localrel, relmapentry->remoterel,
-									remoteslot, &localslot);
+						   remoteslot, &localslot);
 	ExecClearTuple(remoteslot);
 
 	if (found)
@@ -972,9 +972,8 @@ apply_delete_internal(PaExecData *edata, ResultRelInfo *relinfo,
 	EvalPlanQualInit(&epqstate, estate, NULL, NIL, -1);
 	opened = open_indices(relinfo);
 
-	found = find_local_row(estate, localrel,
-									edata->targetRel->remoterel,
-									remoteslot, &localslot);
+	found = find_local_row(estate, localrel, edata->targetRel->remoterel,
+						   remoteslot, &localslot);
 	if (found)
 	{
 		EvalPlanQualSetSlot(&epqstate, localslot);
@@ -1083,9 +1082,8 @@ apply_tuple_routing(PaExecData *edata, TupleTableSlot *remoteslot,
 				ResultRelInfo *partrelinfo_new;
 				bool		found;
 
-				found = find_local_row(estate, partrel,
-												part_entry->remoterel,
-												remoteslot_part, &localslot);
+				found = find_local_row(estate, partrel, part_entry->remoterel,
+									   remoteslot_part, &localslot);
 				if (!found)
 				{
 					report_missing_row(partrel, CMD_UPDATE, true);

@@ -276,7 +276,6 @@ void
 pa_decode_replay(void)
 {
 	Spool	   *spool = replay;
-
 	int			n = 0;
 
 	Assert(spool != NULL);

@@ -238,7 +238,6 @@ next_message(StringInfo msg)
 	}
 }
 
-
 /* Commit the open group in order and report each of its transactions */
 static void
 commit_group(const PaMsgCommit *commit)
@@ -389,8 +388,8 @@ worker_loop(void)
 	ErrorContextCallback errcallback;
 
 	ChangeMessageContext = AllocSetContextCreate(TopMemoryContext,
-										   "parallel_apply worker message",
-										   ALLOCSET_DEFAULT_SIZES);
+												 "parallel_apply worker message",
+												 ALLOCSET_DEFAULT_SIZES);
 	initStringInfo(&inbuf);
 
 	errcallback.callback = pa_apply_error_callback;
