@@ -937,6 +937,9 @@ pa_leader_main(Datum main_arg)
 	SetConfigOption("session_replication_role", "replica", PGC_SUSET, PGC_S_OVERRIDE);
 	SetConfigOption("search_path", "", PGC_SUSET, PGC_S_OVERRIDE);
 
+	/* we run as the owner the launcher read; it may have changed since */
+	if (pa_leader.mysub->owner != args.owner)
+		leader_step_aside("the subscription's owner changed; the engine restarts as the new owner");
 	if (pa_leader.mysub->twophasestate != LOGICALREP_TWOPHASE_STATE_DISABLED)
 		leader_step_aside("two_phase is enabled, which parallel_apply does not support");
 	if (pa_leader.mysub->slotname == NULL)
