@@ -20,7 +20,6 @@ use PaTest;
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
-use Time::HiRes qw(usleep);
 
 my $rounds = 20;
 my $round_timeout = 15;       # old engine gone, new one streaming
@@ -100,13 +99,13 @@ sub wait_progress
 	my $sql = pa_engine()
 	  ? "SELECT coalesce(max(transactions_applied), 0) >= $want FROM parallel_apply.stat_subscription WHERE subname = 'sub' AND state = 'streaming'"
 	  : "SELECT count(*) >= $want FROM hist";
-	my $deadline = time + 30;
-	while (time < $deadline)
-	{
-		return 'caught' if pa_replayed($pub, 'sub', $target);
-		return 'progress' if $sub->safe_psql('postgres', $sql) eq 't';
-		usleep(100_000);
-	}
+	my $result = '';
+	return $result if pa_wait_until(30, sub {
+		$result = 'caught' if pa_replayed($pub, 'sub', $target);
+		$result = 'progress'
+		  if $result eq '' && $sub->safe_psql('postgres', $sql) eq 't';
+		return $result ne '';
+	});
 	diag("no progress within 30s: $sql");
 	return '';
 }

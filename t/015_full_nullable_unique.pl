@@ -49,7 +49,6 @@ use PaSession;
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
-use Time::HiRes qw(usleep);
 
 my $txns = $ENV{PA_015_TXNS} || 3000;
 my @tables = qw(t t0 f);
@@ -321,16 +320,13 @@ sub probe
 	my $waiting = q{SELECT count(*) > 0 FROM pg_stat_activity
 	  WHERE backend_type IN ('parallel_apply worker', 'logical replication worker')
 	    AND wait_event_type = 'Lock'};
-	my $deadline = time + $PostgreSQL::Test::Utils::timeout_default;
 	my $row = 0;
-	while ($row < 2)
-	{
-		die "$label: no apply process waits for our lock\n" if time > $deadline;
+	pa_wait_until($PostgreSQL::Test::Utils::timeout_default, sub {
 		my $ok = $pub->safe_psql('postgres', $sent) eq 't'
 		  && $sub->safe_psql('postgres', $waiting) eq 't';
 		$row = $ok ? $row + 1 : 0;
-		usleep(100_000);
-	}
+		return $row >= 2;
+	}) or die "$label: no apply process waits for our lock\n";
   SKIP:
 	{
 		skip 'PA_NO_ENGINE set', 1 unless pa_engine();

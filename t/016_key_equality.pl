@@ -63,7 +63,6 @@ use PaSession;
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
-use Time::HiRes qw(usleep);
 
 my $txns = $ENV{PA_016_TXNS} || 1500;
 
@@ -521,16 +520,13 @@ sub wait_settled
 		       WHERE w.worker_type = 'apply' AND w.state = 'applying'
 		         AND w.pid NOT IN (SELECT pid FROM pg_stat_activity WHERE wait_event_type = 'Lock')) = 0}
 	  : qq{SELECT ($waiting) = 1};
-	my $deadline = time + $PostgreSQL::Test::Utils::timeout_default;
 	my $row = 0;
-	while (time < $deadline)
-	{
+	return 1 if pa_wait_until($PostgreSQL::Test::Utils::timeout_default, sub {
 		my $ok = $pub->safe_psql('postgres', $sent) eq 't'
 		  && $sub->safe_psql('postgres', $q) eq 't';
 		$row = $ok ? $row + 1 : 0;
-		return 1 if $row >= 2;
-		usleep(100_000);
-	}
+		return $row >= 2;
+	});
 	pa_diag($sub);
 	die "$label: the subscriber did not settle with its apply waiting for our lock";
 }
@@ -545,22 +541,20 @@ sub catchup
 {
 	my ($label) = @_;
 	my $target = $pub->safe_psql('postgres', 'SELECT pg_current_wal_lsn()');
-	my $deadline = time + $PostgreSQL::Test::Utils::timeout_default;
-	while (time < $deadline)
-	{
+	my $crashed = 0;
+	my $caught = pa_wait_until($PostgreSQL::Test::Utils::timeout_default, sub {
 		return 1 if pa_replayed($pub, 'sub', $target);
 		my $log = pa_log_since($sub, $case_logpos);
-		if ($log =~ $crash_re)
-		{
-			my @lines = $log =~ /^(.*(?:terminated by signal|PANIC:).*)$/mg;
-			diag("$label: the subscriber crashed while applying:\n"
-				  . join("\n", @lines[ 0 .. ($#lines < 2 ? $#lines : 2) ])
-				  . "\n(" . scalar(@lines) . ' such lines)');
-			return 0;
-		}
-		usleep(100_000);
-	}
-	diag("$label: timed out waiting for the subscriber to catch up");
+		return 0 unless $log =~ $crash_re;
+		my @lines = $log =~ /^(.*(?:terminated by signal|PANIC:).*)$/mg;
+		diag("$label: the subscriber crashed while applying:\n"
+			  . join("\n", @lines[ 0 .. ($#lines < 2 ? $#lines : 2) ])
+			  . "\n(" . scalar(@lines) . ' such lines)');
+		$crashed = 1;
+		return 1;
+	});
+	return 1 if $caught && !$crashed;
+	diag("$label: timed out waiting for the subscriber to catch up") unless $crashed;
 	return 0;
 }
 

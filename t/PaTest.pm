@@ -76,6 +76,7 @@ our @EXPORT = qw(
   pa_stat
   pa_stop_applying
   pa_resume_applying
+  pa_wait_until
 );
 
 # True unless PA_NO_ENGINE is set: tests then run against parallel_apply.
@@ -996,6 +997,29 @@ sub pa_resume_applying
 		$sub->safe_psql('postgres', "ALTER SUBSCRIPTION $subname ENABLE");
 	}
 	return;
+}
+
+=pod
+
+=item pa_wait_until($seconds, $check)
+
+Call $check (a code reference) every 100 ms until it returns true, for at
+most $seconds; returns 1 when it did, 0 on the timeout.  For conditions a
+single poll_query_until cannot express: queries on two nodes, a condition
+that must hold in several polls in a row.
+
+=cut
+
+sub pa_wait_until
+{
+	my ($seconds, $check) = @_;
+	my $deadline = time + $seconds;
+	while (1)
+	{
+		return 1 if $check->();
+		return 0 if time >= $deadline;
+		usleep(100_000);
+	}
 }
 
 1;
