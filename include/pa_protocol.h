@@ -34,6 +34,8 @@ typedef struct PaMsgBegin
 	XLogRecPtr	final_lsn;		/* remote commit LSN */
 	TimestampTz committime;
 	bool		skip;			/* ALTER SUBSCRIPTION ... SKIP names it */
+	bool		alone;			/* commit it on its own, in no group (the
+								 * serial window after a failure) */
 } PaMsgBegin;
 
 typedef struct PaMsgCommit

@@ -23,8 +23,8 @@
  *	  resets the watermark and the ring's lock_held flags before any worker
  *	  of its life starts, and restart_now is set by the leader before it
  *	  exits and cleared by the launcher once it has seen the exit;
- *	- PaShared->lock (an LWLock) protects only slot assignment and the
- *	  in_use/subid/stop_requested fields.
+ *	- PaShared->lock (an LWLock) protects only slot assignment, the
+ *	  in_use/subid/stop_requested fields, and the launcher's fields.
  *
  *-------------------------------------------------------------------------
  */
@@ -48,6 +48,8 @@
 
 /* name of the replication origin that marks a subscription as attached */
 #define PA_ATTACH_MARKER_FMT "parallel_apply_attached_%u"
+/* ... and of the one that marks it as paused (parallel_apply.pause()) */
+#define PA_PAUSE_MARKER_FMT "parallel_apply_paused_%u"
 
 /* advisory lock "field4" used for commit-order locks (users use 1 and 2) */
 #define PA_LOCKTAG_COMMIT_ORDER 0x5041
@@ -104,6 +106,9 @@ typedef struct PaWorker
 	struct cds_wfcq_tail qtail;
 	pg_atomic_uint64 current_seq;	/* seq being applied, 0 if none (worker) */
 	uint64		failed_seq;		/* seq it was applying when it failed */
+	bool		group_failed;	/* it failed committing a group of several
+								 * transactions: which one raised the error
+								 * is not known (worker) */
 	pg_atomic_uint64 applied;	/* transactions committed (worker) */
 	pg_atomic_uint32 sleeping;	/* waits for its queue: wake it (worker) */
 } PaWorker;
@@ -122,6 +127,13 @@ typedef struct PaSub
 	Oid			subid;
 	bool		stop_requested; /* detach or drop in progress */
 	int			stop_requester; /* pid of the backend asking */
+
+	/*
+	 * a leader is registered but has not set leader_pid yet (set by the
+	 * launcher when it registers one; cleared by the leader once leader_pid
+	 * is set, or by the launcher when it sees the leader stopped)
+	 */
+	volatile bool leader_starting;
 
 	/* written by the leader */
 	pid_t		leader_pid;
@@ -170,7 +182,17 @@ typedef struct PaSub
 typedef struct PaShared
 {
 	LWLock	   *lock;
-	Latch	   *launcher_latch;
+	Latch	   *launcher_latch; /* (launcher) NULL while none runs */
+	pid_t		launcher_pid;	/* (launcher) 0 while none runs */
+	bool		launcher_connecting;	/* (launcher) set before it connects
+										 * to parallel_apply.database, cleared
+										 * once connected: left set by a
+										 * launcher that could not connect */
+	uint32		changes;		/* (backends, under lock) bumped at the end
+								 * of a transaction that attached, resumed,
+								 * or stopped an engine: a launcher pass
+								 * whose catalog scan began before must scan
+								 * again */
 	int			nsubs;
 	PaSub		subs[FLEXIBLE_ARRAY_MEMBER];
 } PaShared;
@@ -193,7 +215,9 @@ extern void pa_sqlapi_init(void);
 extern void pa_launcher_register(void);
 extern PGDLLEXPORT void pa_launcher_main(Datum main_arg);
 extern bool pa_subscription_is_attached(Oid subid);
+extern bool pa_subscription_is_paused(Oid subid);
 extern char *pa_attach_marker_name(Oid subid);
+extern char *pa_pause_marker_name(Oid subid);
 
 /* leader.c: leader entry point */
 extern PGDLLEXPORT void pa_leader_main(Datum main_arg);

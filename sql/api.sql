@@ -8,9 +8,11 @@
 CREATE EXTENSION parallel_apply;
 
 -- functions and views
-SELECT p.proname, pg_get_function_result(p.oid) AS result, p.prosecdef
+SELECT p.proname, pg_get_function_result(p.oid) AS result, p.prosecdef,
+       p.proisstrict
 FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
-WHERE n.nspname = 'parallel_apply' AND p.proname IN ('attach', 'detach')
+WHERE n.nspname = 'parallel_apply'
+  AND p.proname IN ('attach', 'detach', 'pause', 'resume')
 ORDER BY 1;
 SELECT c.relname, c.relkind
 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
@@ -38,9 +40,18 @@ SHOW parallel_apply.retry_interval;
 SELECT name, min_val, max_val
 FROM pg_settings WHERE name = 'parallel_apply.workers';
 
--- unknown subscription
+-- retry_interval has a floor: 0 would restart a failing engine in a loop
+ALTER SYSTEM SET parallel_apply.retry_interval = 0;
+
+-- unknown subscription, NULL
 SELECT parallel_apply.attach('nosuch');
 SELECT parallel_apply.detach('nosuch');
+SELECT parallel_apply.pause('nosuch');
+SELECT parallel_apply.resume('nosuch');
+SELECT parallel_apply.attach(NULL);
+SELECT parallel_apply.detach(NULL);
+SELECT parallel_apply.pause(NULL);
+SELECT parallel_apply.resume(NULL);
 
 -- no replication slot
 CREATE SUBSCRIPTION regress_pa_noslot
@@ -77,6 +88,7 @@ CREATE SUBSCRIPTION regress_pa_elsewhere
   PUBLICATION p WITH (connect = false);
 \c :regress_db
 SELECT parallel_apply.attach('regress_pa_elsewhere');
+SELECT parallel_apply.detach('regress_pa_elsewhere');
 
 -- a subscription that can be attached (it will fail to connect, in the
 -- background, which does not matter here)
@@ -90,6 +102,24 @@ SET ROLE regress_pa_user;
 SELECT parallel_apply.attach('regress_pa_ok');
 RESET ROLE;
 
+-- parallel_apply.max_subscriptions (4 here) holds at commit: attaches in
+-- one transaction count each other
+CREATE SUBSCRIPTION regress_pa_m1 CONNECTION 'dbname=regress_pa_nowhere host=/nonexistent port=1'
+  PUBLICATION p WITH (connect = false);
+CREATE SUBSCRIPTION regress_pa_m2 CONNECTION 'dbname=regress_pa_nowhere host=/nonexistent port=1'
+  PUBLICATION p WITH (connect = false);
+CREATE SUBSCRIPTION regress_pa_m3 CONNECTION 'dbname=regress_pa_nowhere host=/nonexistent port=1'
+  PUBLICATION p WITH (connect = false);
+CREATE SUBSCRIPTION regress_pa_m4 CONNECTION 'dbname=regress_pa_nowhere host=/nonexistent port=1'
+  PUBLICATION p WITH (connect = false);
+BEGIN;
+SELECT parallel_apply.attach('regress_pa_m1');
+SELECT parallel_apply.attach('regress_pa_m2');
+SELECT parallel_apply.attach('regress_pa_m3'), parallel_apply.attach('regress_pa_m4');
+SELECT parallel_apply.attach('regress_pa_ok');
+ROLLBACK;
+SELECT count(*) FROM parallel_apply.stat_subscription;
+
 SELECT parallel_apply.detach('regress_pa_ok');
 SELECT parallel_apply.attach('regress_pa_ok');
 SELECT subenabled FROM pg_subscription WHERE subname = 'regress_pa_ok';
@@ -99,7 +129,25 @@ FROM parallel_apply.stat_subscription a JOIN pg_subscription s ON s.subname = a.
 SELECT parallel_apply.attach('regress_pa_ok');
 SET ROLE regress_pa_user;
 SELECT parallel_apply.detach('regress_pa_ok');
+SELECT parallel_apply.pause('regress_pa_ok');
+SELECT parallel_apply.resume('regress_pa_ok');
 RESET ROLE;
+
+-- pause and resume
+SELECT parallel_apply.resume('regress_pa_ok');
+SELECT parallel_apply.pause('regress_pa_ok');
+SELECT subname, state, leader_pid FROM parallel_apply.stat_subscription;
+SELECT parallel_apply.pause('regress_pa_ok');
+SELECT parallel_apply.resume('regress_pa_ok');
+SELECT state <> 'paused' AS resumed FROM parallel_apply.stat_subscription;
+SELECT parallel_apply.resume('regress_pa_ok');
+SELECT parallel_apply.pause('regress_pa_m1');
+SELECT parallel_apply.pause('regress_pa_ok');
+
+-- the extension cannot be dropped while a subscription is attached
+DROP EXTENSION parallel_apply;
+DROP SCHEMA parallel_apply CASCADE;
+
 SELECT parallel_apply.detach('regress_pa_ok');
 SELECT subenabled FROM pg_subscription WHERE subname = 'regress_pa_ok';
 SELECT count(*) FROM parallel_apply.stat_subscription;
@@ -114,6 +162,14 @@ DROP SUBSCRIPTION regress_pa_notready;
 ALTER SUBSCRIPTION regress_pa_2pc SET (slot_name = NONE);
 DROP SUBSCRIPTION regress_pa_2pc;
 DROP SUBSCRIPTION regress_pa_noslot;
+ALTER SUBSCRIPTION regress_pa_m1 SET (slot_name = NONE);
+ALTER SUBSCRIPTION regress_pa_m2 SET (slot_name = NONE);
+ALTER SUBSCRIPTION regress_pa_m3 SET (slot_name = NONE);
+ALTER SUBSCRIPTION regress_pa_m4 SET (slot_name = NONE);
+DROP SUBSCRIPTION regress_pa_m1;
+DROP SUBSCRIPTION regress_pa_m2;
+DROP SUBSCRIPTION regress_pa_m3;
+DROP SUBSCRIPTION regress_pa_m4;
 \c regress_pa_otherdb
 ALTER SUBSCRIPTION regress_pa_elsewhere SET (slot_name = NONE);
 DROP SUBSCRIPTION regress_pa_elsewhere;
@@ -122,4 +178,30 @@ DROP DATABASE regress_pa_otherdb;
 DROP TABLE regress_pa_tab;
 DROP ROLE regress_pa_user;
 SELECT count(*) FROM pg_subscription;
+SELECT count(*) FROM pg_replication_origin WHERE roname LIKE 'parallel_apply%';
 DROP EXTENSION parallel_apply;
+-- like any schema named in a control file, it outlives the extension
+DROP SCHEMA parallel_apply;
+
+-- the extension is not created in a schema somebody else prepared: one
+-- owned by a non-superuser (a database owner, who could plant functions in
+-- it) ...
+CREATE ROLE regress_pa_dbowner;
+CREATE SCHEMA parallel_apply AUTHORIZATION regress_pa_dbowner;
+CREATE EXTENSION parallel_apply;
+DROP SCHEMA parallel_apply;
+-- ... or one that holds objects already
+CREATE SCHEMA parallel_apply;
+CREATE FUNCTION parallel_apply.attach(text) RETURNS void LANGUAGE sql AS 'SELECT';
+CREATE EXTENSION parallel_apply;
+DROP FUNCTION parallel_apply.attach(text);
+-- an empty schema of a superuser is used
+CREATE EXTENSION parallel_apply;
+CREATE EXTENSION parallel_apply;
+SELECT n.nspname, r.rolsuper
+FROM pg_extension e JOIN pg_namespace n ON n.oid = e.extnamespace
+  JOIN pg_roles r ON r.oid = n.nspowner
+WHERE e.extname = 'parallel_apply';
+DROP EXTENSION parallel_apply;
+DROP SCHEMA parallel_apply;
+DROP ROLE regress_pa_dbowner;

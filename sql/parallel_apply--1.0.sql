@@ -3,31 +3,53 @@
 -- complain if script is sourced in psql, rather than via CREATE EXTENSION
 \echo Use "CREATE EXTENSION parallel_apply" to load this file. \quit
 
-CREATE FUNCTION check_preloaded()
+-- Every object is created, and every call made, in the extension's own
+-- schema by name: the script never relies on search_path.  The module
+-- refuses CREATE EXTENSION in a pre-existing schema owned by a
+-- non-superuser or holding objects (src/sqlapi.c).
+
+CREATE FUNCTION @extschema@.check_preloaded()
 RETURNS void
 AS 'MODULE_PATHNAME', 'pa_check_preloaded_sql'
 LANGUAGE C STRICT;
 
 -- refuses, with a hint, when the module is not in shared_preload_libraries
-SELECT check_preloaded();
+SELECT @extschema@.check_preloaded();
 
-CREATE FUNCTION attach(subscription name)
+-- attach, detach, pause and resume are not STRICT: a NULL name is an error
+CREATE FUNCTION @extschema@.attach(subscription name)
 RETURNS void
 AS 'MODULE_PATHNAME', 'pa_attach'
-LANGUAGE C STRICT VOLATILE;
+LANGUAGE C VOLATILE;
 
-COMMENT ON FUNCTION attach(name) IS
+COMMENT ON FUNCTION @extschema@.attach(name) IS
 'hand a subscription to parallel_apply: disables the built-in apply worker and applies the subscription in parallel on its own slot and origin';
 
-CREATE FUNCTION detach(subscription name)
+CREATE FUNCTION @extschema@.detach(subscription name)
 RETURNS void
 AS 'MODULE_PATHNAME', 'pa_detach'
-LANGUAGE C STRICT VOLATILE;
+LANGUAGE C VOLATILE;
 
-COMMENT ON FUNCTION detach(name) IS
+COMMENT ON FUNCTION @extschema@.detach(name) IS
 'stop parallel_apply for a subscription and re-enable its built-in apply worker';
 
-CREATE FUNCTION stat_subscription_internal(
+CREATE FUNCTION @extschema@.pause(subscription name)
+RETURNS void
+AS 'MODULE_PATHNAME', 'pa_pause'
+LANGUAGE C VOLATILE;
+
+COMMENT ON FUNCTION @extschema@.pause(name) IS
+'stop applying an attached subscription until resume(), across server restarts; nothing applies it meanwhile';
+
+CREATE FUNCTION @extschema@.resume(subscription name)
+RETURNS void
+AS 'MODULE_PATHNAME', 'pa_resume'
+LANGUAGE C VOLATILE;
+
+COMMENT ON FUNCTION @extschema@.resume(name) IS
+'apply a paused subscription again';
+
+CREATE FUNCTION @extschema@.stat_subscription_internal(
 	OUT subid oid,
 	OUT subname name,
 	OUT state text,
@@ -45,7 +67,7 @@ RETURNS SETOF record
 AS 'MODULE_PATHNAME', 'pa_stat_subscription'
 LANGUAGE C STRICT VOLATILE;
 
-CREATE FUNCTION stat_workers_internal(
+CREATE FUNCTION @extschema@.stat_workers_internal(
 	OUT subid oid,
 	OUT subname name,
 	OUT worker_type text,
@@ -57,17 +79,17 @@ RETURNS SETOF record
 AS 'MODULE_PATHNAME', 'pa_stat_workers'
 LANGUAGE C STRICT VOLATILE;
 
-CREATE VIEW stat_subscription AS
-	SELECT * FROM stat_subscription_internal();
+CREATE VIEW @extschema@.stat_subscription AS
+	SELECT * FROM @extschema@.stat_subscription_internal();
 
-COMMENT ON VIEW stat_subscription IS
+COMMENT ON VIEW @extschema@.stat_subscription IS
 'one row per subscription of this database attached to parallel_apply';
 
-CREATE VIEW stat_workers AS
-	SELECT * FROM stat_workers_internal();
+CREATE VIEW @extschema@.stat_workers AS
+	SELECT * FROM @extschema@.stat_workers_internal();
 
-COMMENT ON VIEW stat_workers IS
+COMMENT ON VIEW @extschema@.stat_workers IS
 'one row per running leader and apply worker of parallel_apply in this database';
 
-GRANT USAGE ON SCHEMA parallel_apply TO PUBLIC;
-GRANT SELECT ON stat_subscription, stat_workers TO PUBLIC;
+GRANT USAGE ON SCHEMA @extschema@ TO PUBLIC;
+GRANT SELECT ON @extschema@.stat_subscription, @extschema@.stat_workers TO PUBLIC;

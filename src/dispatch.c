@@ -478,6 +478,7 @@ pa_dispatch_begin(TransactionId xid, XLogRecPtr final_lsn, TimestampTz committim
 		if (final_lsn <= serial_until)
 		{
 			pa_dep_note(&cur_deps, seq - 1);	/* one after the other */
+			cur_begin.alone = true; /* an error names its transaction */
 			serial_last_seq = seq;
 		}
 		else

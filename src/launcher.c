@@ -15,9 +15,15 @@
  * at server start and after every crash restart (the postmaster restarts
  * it), so attachments survive both with no further configuration.
  *
+ * A paused subscription (parallel_apply.pause()) also has a marker,
+ * "parallel_apply_paused_<subid>", with the same transactional properties.
+ *
  * The launcher never starts a leader for a subscription that is enabled
- * (the built-in apply worker owns it then), nor while attach/detach/DROP is
- * stopping it, nor while a previous leader of the slot is still exiting.
+ * (the built-in apply worker owns it then), paused, without a replication
+ * slot or with two_phase on (it says so once, and waits for the catalog to
+ * change: ALTER SUBSCRIPTION of an attached subscription wakes it), nor
+ * while attach/detach/pause/DROP is stopping it, nor while a previous leader
+ * of the slot is still exiting.
  *
  *-------------------------------------------------------------------------
  */
@@ -58,10 +64,17 @@ typedef struct AttachedSub
 	Oid			subid;
 	Oid			dbid;
 	Oid			owner;
+	NameData	name;
 	bool		enabled;
+	bool		paused;
+	bool		has_slot;
+	bool		two_phase;
 } AttachedSub;
 
 static LauncherSlot *lslots;
+
+/* subscriptions the launcher said it cannot start, until that changes */
+static List *reported_unstartable = NIL;
 
 char *
 pa_attach_marker_name(Oid subid)
@@ -69,16 +82,34 @@ pa_attach_marker_name(Oid subid)
 	return psprintf(PA_ATTACH_MARKER_FMT, subid);
 }
 
-/* Caller must be in a transaction */
-bool
-pa_subscription_is_attached(Oid subid)
+char *
+pa_pause_marker_name(Oid subid)
 {
-	char	   *name = pa_attach_marker_name(subid);
+	return psprintf(PA_PAUSE_MARKER_FMT, subid);
+}
+
+static bool
+marker_exists(char *name)
+{
 	bool		result;
 
 	result = (replorigin_by_name(name, true) != InvalidRepOriginId);
 	pfree(name);
 	return result;
+}
+
+/* Caller must be in a transaction */
+bool
+pa_subscription_is_attached(Oid subid)
+{
+	return marker_exists(pa_attach_marker_name(subid));
+}
+
+/* Caller must be in a transaction */
+bool
+pa_subscription_is_paused(Oid subid)
+{
+	return marker_exists(pa_pause_marker_name(subid));
 }
 
 void
@@ -108,6 +139,7 @@ scan_attached(void)
 {
 	List	   *result = NIL;
 	List	   *markers = NIL;
+	List	   *paused = NIL;
 	Relation	rel;
 	TableScanDesc scan;
 	HeapTuple	tup;
@@ -128,6 +160,8 @@ scan_attached(void)
 		name = TextDatumGetCString(d);
 		if (sscanf(name, PA_ATTACH_MARKER_FMT, &subid) == 1)
 			markers = lappend_oid(markers, subid);
+		else if (sscanf(name, PA_PAUSE_MARKER_FMT, &subid) == 1)
+			paused = lappend_oid(paused, subid);
 	}
 	table_endscan(scan);
 	table_close(rel, AccessShareLock);
@@ -141,11 +175,18 @@ scan_attached(void)
 		if (list_member_oid(markers, form->oid))
 		{
 			AttachedSub *a = palloc(sizeof(AttachedSub));
+			bool		isnull;
 
 			a->subid = form->oid;
 			a->dbid = form->subdbid;
 			a->owner = form->subowner;
+			a->name = form->subname;
 			a->enabled = form->subenabled;
+			a->paused = list_member_oid(paused, form->oid);
+			(void) heap_getattr(tup, Anum_pg_subscription_subslotname,
+								RelationGetDescr(rel), &isnull);
+			a->has_slot = !isnull;
+			a->two_phase = (form->subtwophasestate != LOGICALREP_TWOPHASE_STATE_DISABLED);
 			result = lappend(result, a);
 		}
 	}
@@ -184,11 +225,14 @@ start_leader(int slotno, AttachedSub *a)
 	bgw.bgw_notify_pid = MyProcPid;
 	memcpy(bgw.bgw_extra, &args, sizeof(args));
 
+	/* a stop request waits for it too (pa_sub_has_processes) */
+	sub->leader_starting = true;
 	old = MemoryContextSwitchTo(TopMemoryContext);
 	ok = RegisterDynamicBackgroundWorker(&bgw, &lslots[slotno].handle);
 	MemoryContextSwitchTo(old);
 	if (!ok)
 	{
+		sub->leader_starting = false;
 		ereport(WARNING,
 				(errcode(ERRCODE_CONFIGURATION_LIMIT_EXCEEDED),
 				 errmsg("out of background worker slots"),
@@ -219,6 +263,7 @@ reap_leaders(TimestampTz now)
 		{
 			pfree(lslots[i].handle);
 			lslots[i].handle = NULL;
+			pa_shared->subs[i].leader_starting = false;	/* if it never ran */
 			lslots[i].next_start =
 				TimestampTzPlusMilliseconds(now, pa_retry_interval_ms);
 			if (pa_shared->subs[i].restart_now)
@@ -298,6 +343,43 @@ slot_for(AttachedSub *a)
 }
 
 /*
+ * Can the engine run the subscription as it is?  If not, say why once, until
+ * the subscription changes; ALTER SUBSCRIPTION of an attached subscription
+ * wakes the launcher (sqlapi.c), so it starts as soon as it can.
+ */
+static bool
+startable(AttachedSub *a)
+{
+	bool		reported = list_member_oid(reported_unstartable, a->subid);
+	MemoryContext old;
+
+	if (a->has_slot && !a->two_phase)
+	{
+		if (reported)
+			reported_unstartable = list_delete_oid(reported_unstartable, a->subid);
+		return true;
+	}
+	if (reported)
+		return false;
+
+	if (!a->has_slot)
+		ereport(LOG,
+				(errmsg("parallel_apply cannot start subscription \"%s\": it has no replication slot",
+						NameStr(a->name)),
+				 errhint("Set one with ALTER SUBSCRIPTION ... SET (slot_name = ...), or detach the subscription with parallel_apply.detach().")));
+	else
+		ereport(LOG,
+				(errmsg("parallel_apply cannot start subscription \"%s\": two_phase is enabled",
+						NameStr(a->name)),
+				 errdetail("parallel_apply does not apply prepared transactions."),
+				 errhint("Detach the subscription with parallel_apply.detach().")));
+	old = MemoryContextSwitchTo(TopMemoryContext);
+	reported_unstartable = lappend_oid(reported_unstartable, a->subid);
+	MemoryContextSwitchTo(old);
+	return false;
+}
+
+/*
  * Start the leaders that should run and may.  Caller holds the lock.
  * Returns ms to wait before the next pass.
  */
@@ -315,6 +397,8 @@ start_leaders(List *attached, TimestampTz now)
 
 		if (a->enabled)
 			continue;			/* the built-in apply worker owns it */
+		if (a->paused || !startable(a))
+			continue;
 		if ((sub = slot_for(a)) == NULL)
 			continue;
 		slotno = sub - pa_shared->subs;
@@ -338,25 +422,53 @@ start_leaders(List *attached, TimestampTz now)
 	return wait;
 }
 
-/* One pass: start what should run, free slots nobody needs.  Returns ms to wait. */
+/*
+ * One pass: start what should run, free slots nobody needs.  Returns ms to
+ * wait.  attached was read when PaShared->changes was "changes": if a
+ * transaction ended a stop request or attached something since, the scan
+ * may be stale (a pause committed after it began would not be in it, and
+ * its stop request is gone), so nothing is started and the caller scans
+ * again at once.
+ */
 static long
-launcher_pass(List *attached)
+launcher_pass(List *attached, uint32 changes)
 {
 	TimestampTz now = GetCurrentTimestamp();
-	long		wait;
+	long		wait = 0;
 
 	reap_leaders(now);
 	LWLockAcquire(pa_shared->lock, LW_EXCLUSIVE);
-	release_slots(attached);
-	wait = start_leaders(attached, now);
+	if (pa_shared->changes == changes)
+	{
+		release_slots(attached);
+		wait = start_leaders(attached, now);
+	}
 	LWLockRelease(pa_shared->lock);
 	return wait;
+}
+
+/* attach() refuses while no launcher runs (sqlapi.c) */
+static void
+launcher_exit(int code, Datum arg)
+{
+	LWLockAcquire(pa_shared->lock, LW_EXCLUSIVE);
+	pa_shared->launcher_latch = NULL;
+	pa_shared->launcher_pid = 0;
+	LWLockRelease(pa_shared->lock);
+}
+
+static void
+connect_error_callback(void *arg)
+{
+	errcontext("parallel_apply launcher connecting to database \"%s\" named by parallel_apply.database",
+			   pa_database);
 }
 
 void
 pa_launcher_main(Datum main_arg)
 {
 	MemoryContext passcxt;
+	ErrorContextCallback errcallback;
 
 	pqsignal(SIGHUP, SignalHandlerForConfigReload);
 	pqsignal(SIGTERM, die);
@@ -365,9 +477,18 @@ pa_launcher_main(Datum main_arg)
 	/*
 	 * pg_subscription can be read with no database, but the replication
 	 * origin catalog cannot (its relcache entry is built from pg_class), so
-	 * the launcher connects to parallel_apply.database.
+	 * the launcher connects to parallel_apply.database.  If that fails, the
+	 * flag stays set and attach() says what to fix.
 	 */
+	LWLockAcquire(pa_shared->lock, LW_EXCLUSIVE);
+	pa_shared->launcher_connecting = true;
+	LWLockRelease(pa_shared->lock);
+	errcallback.callback = connect_error_callback;
+	errcallback.arg = NULL;
+	errcallback.previous = error_context_stack;
+	error_context_stack = &errcallback;
 	BackgroundWorkerInitializeConnection(pa_database, NULL, 0);
+	error_context_stack = errcallback.previous;
 
 	lslots = MemoryContextAllocZero(TopMemoryContext,
 									sizeof(LauncherSlot) * pa_shared->nsubs);
@@ -376,12 +497,16 @@ pa_launcher_main(Datum main_arg)
 
 	LWLockAcquire(pa_shared->lock, LW_EXCLUSIVE);
 	pa_shared->launcher_latch = MyLatch;
+	pa_shared->launcher_pid = MyProcPid;
+	pa_shared->launcher_connecting = false;
 	LWLockRelease(pa_shared->lock);
+	before_shmem_exit(launcher_exit, (Datum) 0);
 
 	for (;;)
 	{
 		List	   *attached;
 		long		wait;
+		uint32		changes;
 		MemoryContext old;
 
 		CHECK_FOR_INTERRUPTS();
@@ -392,6 +517,9 @@ pa_launcher_main(Datum main_arg)
 		}
 
 		MemoryContextReset(passcxt);
+		LWLockAcquire(pa_shared->lock, LW_SHARED);
+		changes = pa_shared->changes;
+		LWLockRelease(pa_shared->lock);
 		StartTransactionCommand();
 		old = MemoryContextSwitchTo(passcxt);
 		attached = scan_attached();
@@ -399,7 +527,7 @@ pa_launcher_main(Datum main_arg)
 		CommitTransactionCommand();
 
 		old = MemoryContextSwitchTo(passcxt);
-		wait = launcher_pass(attached);
+		wait = launcher_pass(attached, changes);
 		MemoryContextSwitchTo(old);
 		pgstat_report_stat(true);
 

@@ -49,6 +49,8 @@
 #include "access/xact.h"
 #include "access/xlog.h"
 #include "catalog/pg_subscription.h"
+#include "commands/dbcommands.h"
+#include "commands/extension.h"
 #include "libpq/pqformat.h"
 #include "miscadmin.h"
 #include "pa_dependency.h"
@@ -61,6 +63,7 @@
 #include "replication/walreceiver.h"
 #include "replication/worker_internal.h"
 #include "storage/ipc.h"
+#include "storage/lock.h"
 #include "storage/proc.h"
 #include "tcop/tcopprot.h"
 #include "utils/guc.h"
@@ -135,56 +138,122 @@ subscription_inval_cb(Datum arg, int cacheid, uint32 hashvalue)
 	subscription_changed = true;
 }
 
-/* Log why the leader leaves, and leave cleanly (exit code 0) */
+/*
+ * Log why the leader leaves, and leave cleanly (exit code 0).  With
+ * restart, the launcher starts the engine again at once if it should run;
+ * otherwise not before parallel_apply.retry_interval, so that a condition
+ * that would stop the new leader too never becomes a restart loop.
+ */
 static void
-leader_step_aside(const char *why)
+leader_step_aside(const char *why, bool restart)
 {
-	ereport(LOG,
-			(errmsg("parallel_apply leader for subscription \"%s\" is stopping: %s",
-					pa_leader.mysub ? pa_leader.mysub->name : "?", why)));
-	pa_leader.sub->restart_now = true;	/* if it should run, at once */
+	if (pa_leader.mysub != NULL)
+		ereport(LOG,
+				(errmsg("parallel_apply leader for subscription \"%s\" is stopping: %s",
+						pa_leader.mysub->name, why)));
+	else
+		ereport(LOG,
+				(errmsg("parallel_apply leader for subscription %u is stopping: %s",
+						pa_leader.sub->subid, why)));
+	pa_leader.sub->restart_now = restart;
 	proc_exit(0);
+}
+
+/*
+ * At start-up, lock the subscription against a concurrent DROP or ALTER
+ * SUBSCRIPTION (which take it in AccessExclusiveLock, DROP before it stops
+ * the engine: sqlapi.c), so that what the leader reads next is what they
+ * committed.  The wait is bounded: a DROP waits for this leader to exit.
+ */
+static void
+lock_subscription(void)
+{
+	LOCKTAG		tag;
+	int			i;
+
+	SET_LOCKTAG_OBJECT(tag, InvalidOid, SubscriptionRelationId,
+					   pa_leader.sub->subid, 0);
+	for (i = 0; LockAcquire(&tag, AccessShareLock, false, true) == LOCKACQUIRE_NOT_AVAIL; i++)
+	{
+		if (i == 10 || pa_leader.sub->stop_requested)
+			leader_step_aside("the subscription is being altered or dropped", false);
+		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+						 100L, PG_WAIT_EXTENSION);
+		ResetLatch(MyLatch);
+		CHECK_FOR_INTERRUPTS();
+	}
+	AcceptInvalidationMessages();
+}
+
+/*
+ * An attach marker outlives the extension only if the extension was dropped
+ * behind the engine's back (sqlapi.c refuses DROP EXTENSION while attached):
+ * the subscription is then detached, and left disabled, as detach would
+ * leave it if it could not enable it.  Runs in the start-up transaction.
+ */
+static void
+check_extension(void)
+{
+	char	   *dbname;
+
+	if (OidIsValid(get_extension_oid("parallel_apply", true)))
+		return;
+	dbname = get_database_name(MyDatabaseId);
+	replorigin_drop_by_name(pa_attach_marker_name(pa_leader.sub->subid), true, true);
+	CommitTransactionCommand();
+	leader_step_aside(psprintf("the parallel_apply extension is not installed in database \"%s\"; the subscription is detached",
+							   dbname ? dbname : "?"), false);
 }
 
 /*
  * Re-read the subscription when the catalog says it changed; step aside if
  * it was dropped, enabled by hand or detached; restart if a setting the
- * connection depends on changed.
+ * connection depends on changed.  At start-up (starting), also lock the
+ * subscription and check that the extension exists.
  */
 static void
-check_subscription(void)
+check_subscription(bool starting)
 {
 	Subscription *newsub;
+	Subscription *cur = pa_leader.mysub;
 	bool		attached;
+	bool		paused;
 	MemoryContext caller = CurrentMemoryContext;
 	MemoryContext old;
 
 	if (pa_leader.sub->stop_requested)
-		leader_step_aside("stop requested by detach or DROP SUBSCRIPTION");
+		leader_step_aside("stop requested by detach, pause or DROP SUBSCRIPTION", true);
 
 	if (!subscription_changed)
 		return;
 	subscription_changed = false;
 
 	StartTransactionCommand();
+	if (starting)
+		lock_subscription();
 	old = MemoryContextSwitchTo(TopMemoryContext);
 	newsub = GetSubscription(pa_leader.sub->subid, true);
 	MemoryContextSwitchTo(old);
 	attached = pa_subscription_is_attached(pa_leader.sub->subid);
+	paused = pa_subscription_is_paused(pa_leader.sub->subid);
+	if (newsub != NULL)
+		pa_leader.mysub = newsub;	/* names it in what follows */
+	if (newsub != NULL && attached && starting)
+		check_extension();
 	CommitTransactionCommand();
 	MemoryContextSwitchTo(caller);
 
 	if (newsub == NULL)
-		leader_step_aside("the subscription was dropped");
+		leader_step_aside("the subscription was dropped", false);
 	if (!attached)
-		leader_step_aside("the subscription was detached");
+		leader_step_aside("the subscription was detached", false);
 	if (newsub->enabled)
-		leader_step_aside("the subscription was enabled, so the built-in apply worker owns it; detach and attach it again to hand it back to parallel_apply");
+		leader_step_aside("the subscription was enabled, so the built-in apply worker applies it; ALTER SUBSCRIPTION ... DISABLE hands it back to parallel_apply", true);
+	if (paused)
+		leader_step_aside("the subscription is paused", false);
 
-	if (pa_leader.mysub != NULL)
+	if (cur != NULL)
 	{
-		Subscription *cur = pa_leader.mysub;
-
 		if (strcmp(cur->conninfo, newsub->conninfo) != 0 ||
 			strcmp(cur->name, newsub->name) != 0 ||
 			cur->binary != newsub->binary ||
@@ -194,10 +263,9 @@ check_subscription(void)
 			strcmp(cur->synccommit, newsub->synccommit) != 0 ||
 			cur->owner != newsub->owner ||
 			!equal(cur->publications, newsub->publications))
-			leader_step_aside("the subscription's settings changed; the engine restarts with the new ones");
+			leader_step_aside("the subscription's settings changed; the engine restarts with the new ones", true);
 		FreeSubscription(cur);
 	}
-	pa_leader.mysub = newsub;
 }
 
 /*
@@ -240,9 +308,10 @@ worker_failed(int i)
 
 	/* enabled by hand meanwhile? then the built-in worker won */
 	subscription_changed = true;
-	check_subscription();
+	check_subscription(false);
 
 	if (pa_leader.mysub->disableonerr && pa_leader.started_serial &&
+		!sub->workers[i].group_failed &&
 		pg_atomic_read_u64(&sub->serial_until) != InvalidXLogRecPtr)
 		disable_on_error();
 
@@ -261,6 +330,11 @@ worker_failed(int i)
 		until = pa_dispatch_current_final_lsn();
 	if (pg_atomic_read_u64(&sub->serial_until) < until)
 		pg_atomic_write_u64(&sub->serial_until, until);
+
+	/* not an apply error yet: the group is re-applied one at a time */
+	if (sub->workers[i].group_failed)
+		leader_step_aside(psprintf("worker %d could not commit a group of transactions, which the engine re-applies one at a time",
+								   i + 1), true);
 
 	reporting_worker_exit = true;
 	if (known)
@@ -394,7 +468,7 @@ leader_checks(void)
 		if (!IsTransactionState())
 		{
 			AcceptInvalidationMessages();
-			check_subscription();
+			check_subscription(false);
 		}
 	}
 }
@@ -926,12 +1000,14 @@ pa_leader_main(Datum main_arg)
 	sub->state = PA_SUB_STARTING;
 	pg_write_barrier();
 	sub->leader_pid = MyProcPid;
+	pg_write_barrier();
+	sub->leader_starting = false;	/* leader_pid says it from now on */
 	before_shmem_exit(leader_shutdown, (Datum) 0);
 
 	BackgroundWorkerInitializeConnectionByOid(args.dbid, args.owner, 0);
 
 	CacheRegisterSyscacheCallback(SUBSCRIPTIONOID, subscription_inval_cb, (Datum) 0);
-	check_subscription();		/* also steps aside if not attached */
+	check_subscription(true);	/* also steps aside if not attached */
 
 	/* Run as the subscription owner, like the built-in apply worker */
 	SetConfigOption("session_replication_role", "replica", PGC_SUSET, PGC_S_OVERRIDE);
@@ -939,11 +1015,11 @@ pa_leader_main(Datum main_arg)
 
 	/* we run as the owner the launcher read; it may have changed since */
 	if (pa_leader.mysub->owner != args.owner)
-		leader_step_aside("the subscription's owner changed; the engine restarts as the new owner");
+		leader_step_aside("the subscription's owner changed; the engine restarts as the new owner", true);
 	if (pa_leader.mysub->twophasestate != LOGICALREP_TWOPHASE_STATE_DISABLED)
-		leader_step_aside("two_phase is enabled, which parallel_apply does not support");
+		leader_step_aside("two_phase is enabled, which parallel_apply does not support", false);
 	if (pa_leader.mysub->slotname == NULL)
-		leader_step_aside("the subscription has no replication slot");
+		leader_step_aside("the subscription has no replication slot", false);
 
 	wait_for_exclusive_start();
 	pa_queue_reset(sub);

@@ -172,13 +172,13 @@ pa_find_sub(Oid subid)
 	return NULL;
 }
 
-/* Is any leader or apply worker of this slot still alive? */
+/* Is any leader or apply worker of this slot alive, or a leader about to start? */
 bool
 pa_sub_has_processes(PaSub *sub)
 {
 	int			i;
 
-	if (sub->leader_pid != 0)
+	if (sub->leader_pid != 0 || sub->leader_starting)
 		return true;
 	for (i = 0; i < PA_MAX_WORKERS; i++)
 		if (sub->workers[i].pid != 0)
@@ -247,8 +247,8 @@ _PG_init(void)
 							PGC_POSTMASTER, 0, NULL, NULL, NULL);
 	DefineCustomIntVariable("parallel_apply.retry_interval",
 							"Time to wait before restarting the engine of a subscription after an error.",
-							NULL,
-							&pa_retry_interval_ms, 5000, 0, 3600 * 1000,
+							"Also the least time between two starts of the engine that stopped for a reason it may meet again.",
+							&pa_retry_interval_ms, 5000, 100, 3600 * 1000,
 							PGC_SIGHUP, GUC_UNIT_MS, NULL, NULL, NULL);
 	DefineCustomIntVariable("parallel_apply.receive_batch",
 							"Bytes the leader reads at most every 2 ms at the start of a catch-up, when it paces its reads.",
@@ -257,7 +257,7 @@ _PG_init(void)
 							PGC_SIGHUP, GUC_UNIT_BYTE, NULL, NULL, NULL);
 	DefineCustomIntVariable("parallel_apply.launcher_naptime",
 							"Time between the launcher's checks of attached subscriptions.",
-							"The launcher is also woken at once by attach and detach.",
+							"The launcher is also woken at once by attach, detach, resume and ALTER SUBSCRIPTION of an attached subscription.",
 							&pa_launcher_naptime_ms, 10000, 100, 3600 * 1000,
 							PGC_SIGHUP, GUC_UNIT_MS, NULL, NULL, NULL);
 	DefineCustomStringVariable("parallel_apply.database",

@@ -4,9 +4,10 @@
  *	  The SQL API: attach, detach, the statistics functions behind the views,
  *	  and the DROP SUBSCRIPTION hook.
  *
- * Owns: the attach marker (replication origin
- * "parallel_apply_attached_<subid>") and the rules for handing a
- * subscription between the built-in apply worker and the engine.
+ * Owns: the attach and pause markers (replication origins
+ * "parallel_apply_attached_<subid>" and "parallel_apply_paused_<subid>"),
+ * the rules for handing a subscription between the built-in apply worker
+ * and the engine, and the checks on CREATE and DROP EXTENSION.
  *
  * Invariants kept here:
  *	- a subscription is never applied by both the built-in worker and the
@@ -17,9 +18,19 @@
  *	  the subscription;
  *	- both sides use the subscription's own slot and origin (pg_<subid>), so
  *	  nothing is lost or applied twice across attach/detach (invariant 2);
- *	- only a superuser or the subscription's owner may attach or detach;
- *	- DROP SUBSCRIPTION of an attached subscription stops the engine first,
- *	  so that the slot and the origin are free to be dropped.
+ *	- only a superuser or the subscription's owner may attach, detach,
+ *	  pause or resume;
+ *	- markers are created and dropped holding ExclusiveLock on
+ *	  pg_replication_origin until commit, and checked after taking it, so
+ *	  concurrent calls see each other's result (a second attach fails with
+ *	  "already attached", and parallel_apply.max_subscriptions holds at
+ *	  commit);
+ *	- DROP SUBSCRIPTION of an attached subscription locks the subscription
+ *	  (which a starting leader needs too) and stops the engine first, so
+ *	  that the slot and the origin are free to be dropped and no leader
+ *	  starts behind it;
+ *	- the extension is never created in a schema someone else prepared, and
+ *	  never dropped while a subscription of the database is attached.
  *
  *-------------------------------------------------------------------------
  */
@@ -30,10 +41,19 @@
 #include "access/table.h"
 #include "access/tableam.h"
 #include "access/xact.h"
+#include "access/genam.h"
+#include "catalog/dependency.h"
+#include "catalog/indexing.h"
 #include "catalog/namespace.h"
+#include "catalog/objectaccess.h"
+#include "catalog/pg_depend.h"
+#include "catalog/pg_extension.h"
+#include "catalog/pg_namespace.h"
+#include "catalog/pg_replication_origin.h"
 #include "catalog/pg_subscription.h"
 #include "catalog/pg_subscription_rel.h"
 #include "commands/dbcommands.h"
+#include "commands/extension.h"
 #include "executor/spi.h"
 #include "fmgr.h"
 #include "funcapi.h"
@@ -41,24 +61,32 @@
 #include "pgstat.h"
 #include "parallel_apply.h"
 #include "replication/origin.h"
+#include "storage/lmgr.h"
 #include "storage/proc.h"
 #include "tcop/utility.h"
 #include "utils/acl.h"
 #include "utils/builtins.h"
+#include "utils/fmgroids.h"
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
 #include "utils/pg_lsn.h"
+#include "utils/snapmgr.h"
 #include "utils/syscache.h"
 
 PG_FUNCTION_INFO_V1(pa_attach);
 PG_FUNCTION_INFO_V1(pa_detach);
+PG_FUNCTION_INFO_V1(pa_pause);
+PG_FUNCTION_INFO_V1(pa_resume);
 PG_FUNCTION_INFO_V1(pa_stat_subscription);
 PG_FUNCTION_INFO_V1(pa_stat_workers);
 
 static ProcessUtility_hook_type prev_ProcessUtility = NULL;
+static object_access_hook_type prev_object_access_hook = NULL;
 static bool xact_callback_registered = false;
 static bool wake_launcher_at_commit = false;
 static List *stopping_subs = NIL;	/* subids whose stop we requested */
+
+static List *attached_here(List **names, List **paused);
 
 static void
 pa_xact_callback(XactEvent event, void *arg)
@@ -75,7 +103,7 @@ pa_xact_callback(XactEvent event, void *arg)
 	 * leaders only for attached subscriptions, releases the slot; after an
 	 * abort it stays attached and the engine runs again.
 	 */
-	if (stopping_subs != NIL)
+	if (stopping_subs != NIL || wake_launcher_at_commit)
 	{
 		LWLockAcquire(pa_shared->lock, LW_EXCLUSIVE);
 		foreach(lc, stopping_subs)
@@ -85,6 +113,7 @@ pa_xact_callback(XactEvent event, void *arg)
 			if (sub && sub->stop_requester == MyProcPid)
 				sub->stop_requested = false;
 		}
+		pa_shared->changes++;	/* what the launcher read may be stale */
 		LWLockRelease(pa_shared->lock);
 	}
 	if (stopping_subs != NIL || wake_launcher_at_commit)
@@ -105,11 +134,27 @@ register_xact_callback(void)
 }
 
 /*
+ * The subscription name argument of attach, detach, pause and resume.  The
+ * functions are not STRICT, so that a NULL is an error rather than a silent
+ * no-op.
+ */
+static char *
+subscription_arg(FunctionCallInfo fcinfo)
+{
+	if (PG_ARGISNULL(0))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("subscription name must not be null")));
+	return NameStr(*PG_GETARG_NAME(0));
+}
+
+/*
  * Look up a subscription of the current database by name, with a clear
- * error when it does not exist or lives in another database.
+ * error when it does not exist or lives in another database (where the user
+ * may "verb" it).
  */
 static Oid
-lookup_subscription(const char *name)
+lookup_subscription(const char *name, const char *verb)
 {
 	Oid			subid;
 	Relation	rel;
@@ -145,8 +190,8 @@ lookup_subscription(const char *name)
 				(errcode(ERRCODE_UNDEFINED_OBJECT),
 				 errmsg("subscription \"%s\" belongs to database \"%s\"",
 						name, dbname ? dbname : "?"),
-				 errhint("Connect to database \"%s\" to attach it.",
-						 dbname ? dbname : "?")));
+				 errhint("Connect to database \"%s\" to %s it.",
+						 dbname ? dbname : "?", verb)));
 	}
 	ereport(ERROR,
 			(errcode(ERRCODE_UNDEFINED_OBJECT),
@@ -232,20 +277,142 @@ stop_engine(Oid subid, const char *name)
 	}
 }
 
+/*
+ * Serialize the creation and removal of markers: ExclusiveLock on
+ * pg_replication_origin, which replorigin_create() and
+ * replorigin_drop_by_name() take anyway, held until commit.  Taking it
+ * processes the invalidations of whoever held it before, so checks made
+ * after it see their committed result.
+ */
+static void
+lock_markers(void)
+{
+	LockRelationOid(ReplicationOriginRelationId, ExclusiveLock);
+	CommandCounterIncrement();	/* and see our own earlier calls */
+}
+
+/* Attached subscriptions other than subid, as the catalogs say now */
+static int
+count_attached_except(Oid subid)
+{
+	Relation	rel;
+	SysScanDesc scan;
+	HeapTuple	tup;
+	Snapshot	snap = RegisterSnapshot(GetLatestSnapshot());
+	int			n = 0;
+
+	rel = table_open(ReplicationOriginRelationId, AccessShareLock);
+	scan = systable_beginscan(rel, InvalidOid, false, snap, 0, NULL);
+	while ((tup = systable_getnext(scan)) != NULL)
+	{
+		bool		isnull;
+		Datum		d = heap_getattr(tup, Anum_pg_replication_origin_roname,
+									 RelationGetDescr(rel), &isnull);
+		Oid			other;
+
+		if (!isnull &&
+			sscanf(TextDatumGetCString(d), PA_ATTACH_MARKER_FMT, &other) == 1 &&
+			other != subid &&
+			SearchSysCacheExists1(SUBSCRIPTIONOID, ObjectIdGetDatum(other)))
+			n++;
+	}
+	systable_endscan(scan);
+	table_close(rel, AccessShareLock);
+	UnregisterSnapshot(snap);
+	return n;
+}
+
+/*
+ * attach() hands the subscription to a launcher that must exist: refuse,
+ * and say what to fix, when none runs.  A launcher that is starting (the
+ * server just started, or the launcher restarts after a crash) is waited
+ * for, for a bounded time.
+ */
+static void
+check_launcher(void)
+{
+	int			i;
+
+	for (i = 0;; i++)
+	{
+		pid_t		pid;
+		bool		connecting;
+
+		LWLockAcquire(pa_shared->lock, LW_SHARED);
+		pid = pa_shared->launcher_pid;
+		connecting = pa_shared->launcher_connecting;
+		LWLockRelease(pa_shared->lock);
+		if (pid != 0)
+			return;
+		if (connecting && i >= 20)	/* 2 s: connecting does not take long */
+			ereport(ERROR,
+					(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+					 errmsg("the parallel_apply launcher is not running"),
+					 errdetail("It could not connect to database \"%s\" named by parallel_apply.database.",
+							   pa_database),
+					 errhint("Set parallel_apply.database to an existing database and restart the server.")));
+		if (i >= 100)
+			ereport(ERROR,
+					(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+					 errmsg("the parallel_apply launcher is not running"),
+					 errdetail("It did not start within 10 seconds."),
+					 errhint("The server log says why; you might need to increase max_worker_processes.")));
+		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+						 100L, PG_WAIT_EXTENSION);
+		ResetLatch(MyLatch);
+		CHECK_FOR_INTERRUPTS();
+	}
+}
+
+static void
+check_attached(Oid subid, const char *name)
+{
+	if (!pa_subscription_is_attached(subid))
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("subscription \"%s\" is not attached to parallel_apply", name)));
+}
+
+/* refuse unless the subscription is paused (paused) or not (!paused) */
+static void
+check_paused(Oid subid, const char *name, bool paused)
+{
+	if (pa_subscription_is_paused(subid) != paused)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 paused ?
+				 errmsg("subscription \"%s\" is not paused", name) :
+				 errmsg("subscription \"%s\" is already paused", name)));
+}
+
+/*
+ * What attach, detach, pause and resume start with: the subscription named
+ * by the first argument, which the user must own, in this database.
+ */
+static Oid
+target_subscription(FunctionCallInfo fcinfo, const char *verb, char **name)
+{
+	Oid			subid;
+
+	pa_check_preloaded();
+	*name = subscription_arg(fcinfo);
+	subid = lookup_subscription(*name, verb);
+	check_owner(subid, *name);
+	return subid;
+}
+
 Datum
 pa_attach(PG_FUNCTION_ARGS)
 {
-	char	   *name = NameStr(*PG_GETARG_NAME(0));
-	Oid			subid;
+	char	   *name;
+	Oid			subid = target_subscription(fcinfo, "attach", &name);
 	Subscription *sub;
 	List	   *notready;
 	char	   *marker;
-	int			i;
-	int			used = 0;
+	int			used;
 
-	pa_check_preloaded();
-	subid = lookup_subscription(name);
-	check_owner(subid, name);
+	check_launcher();
+	lock_markers();
 	sub = GetSubscription(subid, false);
 
 	if (pa_subscription_is_attached(subid))
@@ -278,16 +445,14 @@ pa_attach(PG_FUNCTION_ARGS)
 				 errhint("Wait until every row of pg_subscription_rel for the subscription has srsubstate = 'r'.")));
 	}
 
-	LWLockAcquire(pa_shared->lock, LW_SHARED);
-	for (i = 0; i < pa_shared->nsubs; i++)
-		if (pa_shared->subs[i].in_use && pa_shared->subs[i].subid != subid)
-			used++;
-	LWLockRelease(pa_shared->lock);
+	/* counted under the marker lock, so the limit holds at commit */
+	used = count_attached_except(subid);
 	if (used >= pa_shared->nsubs)
 		ereport(ERROR,
 				(errcode(ERRCODE_CONFIGURATION_LIMIT_EXCEEDED),
-				 errmsg("cannot attach subscription \"%s\": %d subscriptions are attached already",
-						name, used),
+				 errmsg_plural("cannot attach subscription \"%s\": %d subscription is attached already",
+							   "cannot attach subscription \"%s\": %d subscriptions are attached already",
+							   used, name, used),
 				 errhint("Increase parallel_apply.max_subscriptions.")));
 
 	if (sub->enabled)
@@ -304,22 +469,139 @@ pa_attach(PG_FUNCTION_ARGS)
 Datum
 pa_detach(PG_FUNCTION_ARGS)
 {
-	char	   *name = NameStr(*PG_GETARG_NAME(0));
-	Oid			subid;
+	char	   *name;
+	Oid			subid = target_subscription(fcinfo, "detach", &name);
 
-	pa_check_preloaded();
-	subid = lookup_subscription(name);
-	check_owner(subid, name);
-
-	if (!pa_subscription_is_attached(subid))
-		ereport(ERROR,
-				(errcode(ERRCODE_UNDEFINED_OBJECT),
-				 errmsg("subscription \"%s\" is not attached to parallel_apply", name)));
+	check_attached(subid, name);
 
 	stop_engine(subid, name);
+	lock_markers();
+	check_attached(subid, name);	/* a concurrent detach won */
 	replorigin_drop_by_name(pa_attach_marker_name(subid), false, true);
+	replorigin_drop_by_name(pa_pause_marker_name(subid), true, true);
 	run_alter_subscription(name, "ENABLE");
 	PG_RETURN_VOID();
+}
+
+/*
+ * pause(): stop the engine of an attached subscription, and keep it
+ * stopped (across restarts of the server too) until resume().  Nothing
+ * applies the subscription meanwhile: it stays disabled and attached, and
+ * its slot keeps what the publisher writes.
+ */
+Datum
+pa_pause(PG_FUNCTION_ARGS)
+{
+	char	   *name;
+	Oid			subid = target_subscription(fcinfo, "pause", &name);
+
+	check_attached(subid, name);
+	check_paused(subid, name, false);
+
+	stop_engine(subid, name);
+	lock_markers();
+	check_attached(subid, name);	/* as it is now that we hold the lock */
+	check_paused(subid, name, false);
+	(void) replorigin_create(pa_pause_marker_name(subid));
+	PG_RETURN_VOID();
+}
+
+Datum
+pa_resume(PG_FUNCTION_ARGS)
+{
+	char	   *name;
+	Oid			subid = target_subscription(fcinfo, "resume", &name);
+
+	lock_markers();
+	check_attached(subid, name);
+	check_paused(subid, name, true);
+	replorigin_drop_by_name(pa_pause_marker_name(subid), false, true);
+
+	register_xact_callback();
+	wake_launcher_at_commit = true;
+	PG_RETURN_VOID();
+}
+
+/*
+ * The extension is created only in a schema of its own.  Its control file
+ * names the schema, and CREATE EXTENSION would adopt one that exists: a
+ * schema prepared by a non-superuser (a database owner may create it) would
+ * let them plant functions that the superuser's documented calls, such as
+ * parallel_apply.attach('s'), resolve to.
+ */
+static void
+check_extension_schema(void)
+{
+	Oid			nspid = get_namespace_oid("parallel_apply", true);
+	HeapTuple	tup;
+	Oid			owner;
+	Relation	rel;
+	ScanKeyData key[2];
+	SysScanDesc scan;
+	bool		has_objects;
+
+	if (!OidIsValid(nspid))
+		return;					/* CREATE EXTENSION creates it */
+	if (OidIsValid(get_extension_oid("parallel_apply", true)))
+		return;					/* CREATE EXTENSION says it exists */
+
+	tup = SearchSysCache1(NAMESPACEOID, ObjectIdGetDatum(nspid));
+	if (!HeapTupleIsValid(tup))
+		return;
+	owner = ((Form_pg_namespace) GETSTRUCT(tup))->nspowner;
+	ReleaseSysCache(tup);
+	if (!superuser_arg(owner))
+		ereport(ERROR,
+				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+				 errmsg("cannot create extension \"parallel_apply\" in existing schema \"parallel_apply\""),
+				 errdetail("The schema is owned by role \"%s\", which is not a superuser.",
+						   GetUserNameFromId(owner, false)),
+				 errhint("Drop or rename the schema, then run CREATE EXTENSION again.")));
+
+	/* every object in a schema depends on it */
+	rel = table_open(DependRelationId, AccessShareLock);
+	ScanKeyInit(&key[0], Anum_pg_depend_refclassid, BTEqualStrategyNumber,
+				F_OIDEQ, ObjectIdGetDatum(NamespaceRelationId));
+	ScanKeyInit(&key[1], Anum_pg_depend_refobjid, BTEqualStrategyNumber,
+				F_OIDEQ, ObjectIdGetDatum(nspid));
+	scan = systable_beginscan(rel, DependReferenceIndexId, true, NULL, 2, key);
+	has_objects = (systable_getnext(scan) != NULL);
+	systable_endscan(scan);
+	table_close(rel, AccessShareLock);
+	if (has_objects)
+		ereport(ERROR,
+				(errcode(ERRCODE_DUPLICATE_SCHEMA),
+				 errmsg("cannot create extension \"parallel_apply\" in existing schema \"parallel_apply\""),
+				 errdetail("The schema already contains objects."),
+				 errhint("Drop or rename the schema, then run CREATE EXTENSION again.")));
+}
+
+/*
+ * DROP EXTENSION (or DROP SCHEMA ... CASCADE, or anything else that drops
+ * the extension) while a subscription of the database is attached would
+ * leave the engine running without its SQL API: refuse.
+ */
+static void
+pa_object_access(ObjectAccessType access, Oid classId, Oid objectId,
+				 int subId, void *arg)
+{
+	if (prev_object_access_hook)
+		prev_object_access_hook(access, classId, objectId, subId, arg);
+
+	if (access == OAT_DROP && classId == ExtensionRelationId &&
+		pa_shared != NULL &&
+		objectId == get_extension_oid("parallel_apply", true))
+	{
+		List	   *names;
+		List	   *oids = attached_here(&names, NULL);
+
+		if (oids != NIL)
+			ereport(ERROR,
+					(errcode(ERRCODE_DEPENDENT_OBJECTS_STILL_EXIST),
+					 errmsg("cannot drop extension parallel_apply while subscription \"%s\" is attached",
+							(char *) linitial(names)),
+					 errhint("Detach it with parallel_apply.detach() or drop the subscription first.")));
+	}
 }
 
 static void
@@ -341,10 +623,36 @@ pa_process_utility(PlannedStmt *pstmt, const char *queryString,
 		if (OidIsValid(subid) && pa_subscription_is_attached(subid))
 		{
 			check_owner(subid, stmt->subname);
+
+			/*
+			 * Lock it as DROP SUBSCRIPTION will, before stopping the engine:
+			 * a leader the launcher starts meanwhile cannot get past its
+			 * start-up, and finds the subscription gone once we commit.
+			 */
+			LockSharedObject(SubscriptionRelationId, subid, 0, AccessExclusiveLock);
 			stop_engine(subid, stmt->subname);
 			replorigin_drop_by_name(pa_attach_marker_name(subid), true, true);
+			replorigin_drop_by_name(pa_pause_marker_name(subid), true, true);
 		}
 	}
+	else if (IsA(parsetree, AlterSubscriptionStmt) && pa_shared != NULL)
+	{
+		AlterSubscriptionStmt *stmt = (AlterSubscriptionStmt *) parsetree;
+		Oid			subid;
+
+		/* the launcher re-reads an attached subscription once it changed */
+		subid = GetSysCacheOid2(SUBSCRIPTIONNAME, Anum_pg_subscription_oid,
+								ObjectIdGetDatum(MyDatabaseId),
+								CStringGetDatum(stmt->subname));
+		if (OidIsValid(subid) && pa_subscription_is_attached(subid))
+		{
+			register_xact_callback();
+			wake_launcher_at_commit = true;
+		}
+	}
+	else if (IsA(parsetree, CreateExtensionStmt) &&
+			 strcmp(((CreateExtensionStmt *) parsetree)->extname, "parallel_apply") == 0)
+		check_extension_schema();
 
 	if (prev_ProcessUtility)
 		prev_ProcessUtility(pstmt, queryString, readOnlyTree, context,
@@ -359,11 +667,15 @@ pa_sqlapi_init(void)
 {
 	prev_ProcessUtility = ProcessUtility_hook;
 	ProcessUtility_hook = pa_process_utility;
+	prev_object_access_hook = object_access_hook;
+	object_access_hook = pa_object_access;
 }
 
 static const char *
-sub_state_name(PaSub *sub)
+sub_state_name(PaSub *sub, bool paused)
 {
+	if (paused)
+		return "paused";
 	if (sub == NULL || sub->leader_pid == 0)
 		return "stopped";
 	switch (sub->state)
@@ -393,9 +705,12 @@ worker_state_name(PaWorkerState state)
 	}
 }
 
-/* Attached subscriptions of the current database, as (oid, name) pairs */
+/*
+ * Attached subscriptions of the current database, as (oid, name) pairs,
+ * and (if paused is not NULL) whether each is paused
+ */
 static List *
-attached_here(List **names)
+attached_here(List **names, List **paused)
 {
 	List	   *oids = NIL;
 	Relation	rel;
@@ -403,6 +718,8 @@ attached_here(List **names)
 	HeapTuple	tup;
 
 	*names = NIL;
+	if (paused)
+		*paused = NIL;
 	rel = table_open(SubscriptionRelationId, AccessShareLock);
 	scan = table_beginscan_catalog(rel, 0, NULL);
 	while ((tup = heap_getnext(scan, ForwardScanDirection)) != NULL)
@@ -413,6 +730,9 @@ attached_here(List **names)
 		{
 			oids = lappend_oid(oids, form->oid);
 			*names = lappend(*names, pstrdup(NameStr(form->subname)));
+			if (paused)
+				*paused = lappend_int(*paused,
+									  pa_subscription_is_paused(form->oid));
 		}
 	}
 	table_endscan(scan);
@@ -429,15 +749,17 @@ pa_stat_subscription(PG_FUNCTION_ARGS)
 	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
 	List	   *names;
 	List	   *oids;
+	List	   *paused;
 	ListCell   *lc1,
-			   *lc2;
+			   *lc2,
+			   *lc3;
 
 	pa_check_preloaded();
 	InitMaterializedSRF(fcinfo, 0);
-	oids = attached_here(&names);
+	oids = attached_here(&names, &paused);
 
 	LWLockAcquire(pa_shared->lock, LW_SHARED);
-	forboth(lc1, oids, lc2, names)
+	forthree(lc1, oids, lc2, names, lc3, paused)
 	{
 		Datum		values[13];
 		bool		nulls[13];
@@ -448,7 +770,7 @@ pa_stat_subscription(PG_FUNCTION_ARGS)
 		values[0] = ObjectIdGetDatum(lfirst_oid(lc1));
 		values[1] = CStringGetDatum(lfirst(lc2));
 		values[1] = DirectFunctionCall1(namein, values[1]);
-		values[2] = CStringGetTextDatum(sub_state_name(sub));
+		values[2] = CStringGetTextDatum(sub_state_name(sub, lfirst_int(lc3)));
 		if (sub == NULL || sub->leader_pid == 0)
 		{
 			int			i;
@@ -490,7 +812,7 @@ pa_stat_workers(PG_FUNCTION_ARGS)
 
 	pa_check_preloaded();
 	InitMaterializedSRF(fcinfo, 0);
-	oids = attached_here(&names);
+	oids = attached_here(&names, NULL);
 
 	LWLockAcquire(pa_shared->lock, LW_SHARED);
 	forboth(lc1, oids, lc2, names)
@@ -511,7 +833,7 @@ pa_stat_workers(PG_FUNCTION_ARGS)
 		values[3] = Int32GetDatum(0);
 		values[4] = Int32GetDatum(sub->leader_pid);
 		values[5] = Int64GetDatum(pg_atomic_read_u64(&sub->txns_applied));
-		values[6] = CStringGetTextDatum(sub_state_name(sub));
+		values[6] = CStringGetTextDatum(sub_state_name(sub, false));
 		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
 
 		for (i = 0; i < PA_MAX_WORKERS; i++)

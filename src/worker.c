@@ -15,7 +15,11 @@
  * and is the very next one in commit order (the leader gives runs of
  * consecutive transactions to one worker), the worker applies it in the
  * same local transaction instead of committing, up to
- * parallel_apply.group_size transactions.  The group commits once, in
+ * parallel_apply.group_size transactions.  A transaction to be skipped, or
+ * one of the serial window after a failure, is never in a group, and a
+ * group that fails to commit is re-applied one transaction at a time before
+ * any error is reported (group_commit_failed), so every error names the
+ * transaction that raised it.  The group commits once, in
  * order, with the origin advanced to the end of its last transaction, so a
  * reader sees the state after that transaction, which the publisher had;
  * commit and hand-over costs are paid once per group.
@@ -60,6 +64,7 @@ static PaSub *my_sub;
 static PaWorker *me;
 static StringInfoData inbuf;
 static char origin_name[NAMEDATALEN];
+static char subname[NAMEDATALEN];	/* for messages */
 static bool flush_commits = false;	/* subscription asks for durability */
 
 /*
@@ -238,15 +243,65 @@ next_message(StringInfo msg)
 	}
 }
 
+/*
+ * A group of several transactions failed to commit (a deferred trigger or
+ * constraint raised, say): the error belongs to one of them, and which one
+ * is not known.  Reporting it under any name would let ALTER SUBSCRIPTION
+ * ... SKIP drop the wrong transaction, so it is logged as what it is and the
+ * worker exits without counting an apply error; the leader re-applies the
+ * group one transaction per local transaction (the serial window), where
+ * the error, if it happens again, names the transaction that raised it.
+ */
+static void
+group_commit_failed(MemoryContext cxt, uint64 n)
+{
+	ErrorData  *edata;
+	XLogRecPtr	first_lsn = my_sub->txns[group_first % PA_MAX_INFLIGHT].final_lsn;
+	XLogRecPtr	last_lsn = my_sub->txns[group_last % PA_MAX_INFLIGHT].final_lsn;
+
+	MemoryContextSwitchTo(cxt);
+	edata = CopyErrorData();
+	FlushErrorState();
+	AbortOutOfAnyTransaction();
+	error_context_stack = NULL;
+	me->group_failed = true;
+	ereport(LOG,
+			(errmsg("parallel_apply worker %d of subscription \"%s\" could not commit a group of %d transactions: %s",
+					my_args.worker + 1, subname, (int) n, edata->message),
+			 errdetail("The transactions finished between %X/%X and %X/%X on the publisher; they are re-applied one at a time, so that the error names the transaction that raises it.",
+					   LSN_FORMAT_ARGS(first_lsn), LSN_FORMAT_ARGS(last_lsn))));
+	proc_exit(1);
+}
+
 /* Commit the open group in order and report each of its transactions */
 static void
 commit_group(const PaMsgCommit *commit)
 {
-	XLogRecPtr	local_end;
+	XLogRecPtr	local_end = InvalidXLogRecPtr;
 	uint64		seq;
 	uint64		n = group_last - group_first + 1;
 
-	local_end = pa_commit_group(group_first, group_last, commit);
+	if (n == 1)
+	{
+		/* an error at commit names the transaction, as PostgreSQL's does */
+		pa_errctx.command = LOGICAL_REP_MSG_COMMIT;
+		local_end = pa_commit_group(group_first, group_last, commit);
+		pa_errctx.command = 0;
+	}
+	else
+	{
+		MemoryContext cxt = CurrentMemoryContext;
+
+		PG_TRY();
+		{
+			local_end = pa_commit_group(group_first, group_last, commit);
+		}
+		PG_CATCH();
+		{
+			group_commit_failed(cxt, n);
+		}
+		PG_END_TRY();
+	}
 	for (seq = group_first; seq <= group_last; seq++)
 		pa_done_send(my_sub, &my_sub->txns[seq % PA_MAX_INFLIGHT]);
 	pg_atomic_fetch_add_u64(&me->applied, n);
@@ -280,6 +335,7 @@ group_limit(void)
 /* The remote transaction being applied */
 static PaTxn *cur_txn = NULL;
 static bool skipping = false;	/* ALTER SUBSCRIPTION ... SKIP names it */
+static bool alone = false;		/* it commits on its own */
 static XLogRecPtr finish_lsn = InvalidXLogRecPtr;
 static MemoryContext ChangeMessageContext = NULL;
 
@@ -303,6 +359,7 @@ handle_begin(StringInfo msg)
 	pa_apply_predecessor = group_first - 1;
 	finish_lsn = begin.final_lsn;
 	skipping = begin.skip;
+	alone = begin.alone;
 	if (skipping)
 		ereport(LOG,
 				(errmsg("logical replication starts skipping transaction at LSN %X/%X",
@@ -367,10 +424,10 @@ handle_commit(StringInfo msg)
 	skipping = false;
 	cur_txn = NULL;
 
-	if (was_skipping ||
+	if (was_skipping || alone ||
 		group_last - group_first + 1 >= group_limit() ||
 		peek_message(&next) != PA_MSG_BEGIN ||
-		next.seq != group_last + 1 || next.skip)
+		next.seq != group_last + 1 || next.skip || next.alone)
 		commit_group(&commit);
 
 	if (was_skipping)
@@ -445,6 +502,7 @@ pa_worker_main(Datum main_arg)
 			 my_args.worker + 1, my_args.subid);
 	me->latch = MyLatch;
 	me->failed_seq = 0;
+	me->group_failed = false;
 	me->state = PA_WORKER_IDLE;
 	pg_atomic_write_u64(&me->current_seq, 0);
 	pg_write_barrier();
@@ -469,6 +527,7 @@ pa_worker_main(Datum main_arg)
 	mysub = GetSubscription(my_args.subid, true);
 	if (mysub == NULL)
 		proc_exit(0);
+	strlcpy(subname, mysub->name, sizeof(subname));
 	/* commit asynchronously; flush in groups if the subscription asks */
 	flush_commits = (pa_synccommit_level(mysub->synccommit) !=
 					 SYNCHRONOUS_COMMIT_OFF);

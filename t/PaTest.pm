@@ -77,6 +77,11 @@ our @EXPORT = qw(
   pa_stop_applying
   pa_resume_applying
   pa_wait_until
+  pa_log_messages
+  pa_log_engine_pids
+  pa_log_engine_errors
+  pa_engine_procs
+  pa_wait_no_engine_procs
 );
 
 # True unless PA_NO_ENGINE is set: tests then run against parallel_apply.
@@ -1020,6 +1025,141 @@ sub pa_wait_until
 		return 0 if time >= $deadline;
 		usleep(100_000);
 	}
+}
+
+=pod
+
+=item pa_log_messages($node, $pos)
+
+The server log from offset $pos, parsed into messages: a list of hashes
+{ ts, pid, level, msg, detail, hint, context, statement, text }.  A
+message's DETAIL, HINT, CONTEXT, STATEMENT and QUERY lines (logged as lines
+of their own with the same pid) are attached to it, and continuation lines
+(starting with a tab) are joined with "\n"; text is the whole entry as
+logged.  Relies on PostgreSQL::Test::Cluster's log_line_prefix
+('%m [%p] %q%a ').
+
+=cut
+
+sub pa_log_messages
+{
+	my ($node, $pos) = @_;
+	my $log = PostgreSQL::Test::Utils::slurp_file($node->logfile, $pos // 0);
+	my @msgs;
+	my %last_of_pid;
+	my $cur;		# the entry the next continuation line belongs to
+	my $curfield;
+	foreach my $line (split /\n/, $log)
+	{
+		if ($line =~ /^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d(?:\.\d+)? \S+) \[(\d+)\] (?:.*? )?(DEBUG\d|LOG|INFO|NOTICE|WARNING|ERROR|FATAL|PANIC|DETAIL|HINT|CONTEXT|STATEMENT|QUERY|LOCATION):  (.*)$/)
+		{
+			my ($ts, $pid, $level, $rest) = ($1, $2, $3, $4);
+			if ($level =~ /^(?:DETAIL|HINT|CONTEXT|STATEMENT|QUERY|LOCATION)$/)
+			{
+				my $m = $last_of_pid{$pid};
+				if (defined $m)
+				{
+					my $f = lc $level;
+					$m->{$f} = defined $m->{$f} ? "$m->{$f}\n$rest" : $rest;
+					$m->{text} .= "\n$line";
+					$cur = $m;
+					$curfield = $f;
+				}
+				next;
+			}
+			my $m = { ts => $ts, pid => $pid, level => $level, msg => $rest, text => $line };
+			push @msgs, $m;
+			$last_of_pid{$pid} = $m;
+			$cur = $m;
+			$curfield = 'msg';
+		}
+		elsif ($line =~ /^\t(.*)$/ && defined $cur)
+		{
+			$cur->{$curfield} .= "\n$1";
+			$cur->{text} .= "\n$line";
+		}
+	}
+	return @msgs;
+}
+
+=pod
+
+=item pa_log_engine_pids($node, $pos)
+
+Hash (pid => 'leader' or 'worker') of the processes the server log (from
+$pos) shows to be parallel_apply leaders or workers: the postmaster's
+"background worker "parallel_apply leader|worker ..." (PID n)" lines (logged
+when one exits with an error) and the leaders' own "parallel_apply leader
+for subscription ..." messages.
+
+=cut
+
+sub pa_log_engine_pids
+{
+	my ($node, $pos) = @_;
+	my %pids;
+	foreach my $m (pa_log_messages($node, $pos))
+	{
+		while ($m->{msg} =~ /background worker "parallel_apply (leader|worker)[^"]*" \(PID (\d+)\)/g)
+		{
+			$pids{$2} = $1;
+		}
+		$pids{ $m->{pid} } //= 'leader'
+		  if $m->{msg} =~ /^parallel_apply leader for subscription /;
+	}
+	return %pids;
+}
+
+=pod
+
+=item pa_log_engine_errors($node, $pos)
+
+The ERROR messages (as pa_log_messages entries) that parallel_apply
+leaders or workers logged from $pos on (see pa_log_engine_pids).
+
+=cut
+
+sub pa_log_engine_errors
+{
+	my ($node, $pos) = @_;
+	my %pids = pa_log_engine_pids($node, $pos);
+	return grep { $_->{level} eq 'ERROR' && exists $pids{ $_->{pid} } }
+	  pa_log_messages($node, $pos);
+}
+
+=pod
+
+=item pa_engine_procs($node, $db)
+
+Number of 'parallel_apply leader' and 'parallel_apply worker' processes in
+pg_stat_activity (of every database).
+
+=cut
+
+sub pa_engine_procs
+{
+	my ($node, $db) = @_;
+	return $node->safe_psql($db // 'postgres', q{
+SELECT count(*) FROM pg_stat_activity
+WHERE backend_type IN ('parallel_apply leader', 'parallel_apply worker')});
+}
+
+=pod
+
+=item pa_wait_no_engine_procs($node, $seconds)
+
+True once no 'parallel_apply leader' or 'parallel_apply worker' process
+is left (within $seconds); does not die.
+
+=cut
+
+sub pa_wait_no_engine_procs
+{
+	my ($node, $seconds) = @_;
+	return pa_poll_for($node, q{
+SELECT count(*) FROM pg_stat_activity
+WHERE backend_type IN ('parallel_apply leader', 'parallel_apply worker')},
+		'0', $seconds);
 }
 
 1;
