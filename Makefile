@@ -12,6 +12,7 @@ OBJS = \
 	src/worker.o \
 	src/commit.o \
 	src/apply.o \
+	src/lookup.o \
 	src/relmap.o \
 	src/sqlapi.o
 

@@ -45,6 +45,7 @@
 #define PA_MAX_INFLIGHT		4096	/* transactions dispatched, not yet
 									 * completed, per subscription */
 #define PA_CHUNK_SIZE		8192	/* bytes per queue chunk, header included */
+#define PA_MAX_STOPPING		64	/* stop requests pending at a time */
 
 /* name of the replication origin that marks a subscription as attached */
 #define PA_ATTACH_MARKER_FMT "parallel_apply_attached_%u"
@@ -53,6 +54,8 @@
 
 /* advisory lock "field4" used for commit-order locks (users use 1 and 2) */
 #define PA_LOCKTAG_COMMIT_ORDER 0x5041
+/* ... and for the lock serializing attach markers (sqlapi.c) */
+#define PA_LOCKTAG_MARKERS		0x5042
 
 /* GUCs (src/parallel_apply.c) */
 extern int	pa_workers;
@@ -129,11 +132,13 @@ typedef struct PaSub
 	int			stop_requester; /* pid of the backend asking */
 
 	/*
-	 * a leader is registered but has not set leader_pid yet (set by the
-	 * launcher when it registers one; cleared by the leader once leader_pid
-	 * is set, or by the launcher when it sees the leader stopped)
+	 * when the launcher registered a leader that has not set leader_pid yet,
+	 * 0 if none (set by the launcher when it registers one; cleared by the
+	 * leader once leader_pid is set, or by the launcher when it sees the
+	 * leader stopped); a stop request waits for such a leader for a few
+	 * seconds (pa_sub_has_processes)
 	 */
-	volatile bool leader_starting;
+	pg_atomic_uint64 leader_registered;
 
 	/* written by the leader */
 	pid_t		leader_pid;
@@ -188,6 +193,17 @@ typedef struct PaShared
 										 * to parallel_apply.database, cleared
 										 * once connected: left set by a
 										 * launcher that could not connect */
+	/*
+	 * stop requests of detach, pause and DROP SUBSCRIPTION, until the
+	 * requesting transaction ends, whether or not the subscription has a
+	 * slot yet: the launcher starts no leader for them (backends, under lock;
+	 * subid InvalidOid when free)
+	 */
+	struct
+	{
+		Oid			subid;
+		pid_t		requester;
+	}			stopping[PA_MAX_STOPPING];
 	uint32		changes;		/* (backends, under lock) bumped at the end
 								 * of a transaction that attached, resumed,
 								 * or stopped an engine: a launcher pass
@@ -204,12 +220,14 @@ extern bool pa_preloaded;
 extern void pa_check_preloaded(void);
 extern PaSub *pa_find_sub(Oid subid);
 extern bool pa_sub_has_processes(PaSub *sub);
+extern bool pa_stop_pending(Oid subid);
 extern void pa_sub_reset(PaSub *sub);
 extern void pa_wake_launcher(void);
 extern int	pa_synccommit_level(const char *value);
 
 /* sqlapi.c */
 extern void pa_sqlapi_init(void);
+extern void pa_lock_markers(void);
 
 /* launcher.c */
 extern void pa_launcher_register(void);

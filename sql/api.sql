@@ -28,15 +28,22 @@ SELECT attname, format_type(atttypid, atttypmod) AS type
 FROM pg_attribute
 WHERE attrelid = 'parallel_apply.stat_workers'::regclass AND attnum > 0
 ORDER BY attnum;
+SELECT attname, format_type(atttypid, atttypmod) AS type
+FROM pg_attribute
+WHERE attrelid = 'parallel_apply.stat_relations'::regclass AND attnum > 0
+ORDER BY attnum;
 
 -- nothing attached yet
 SELECT * FROM parallel_apply.stat_subscription;
 SELECT * FROM parallel_apply.stat_workers;
+SELECT * FROM parallel_apply.stat_relations;
 
 -- GUC defaults
 SHOW parallel_apply.workers;
 SHOW parallel_apply.queue_memory;
 SHOW parallel_apply.retry_interval;
+SHOW parallel_apply.ri_full_index;
+ALTER SYSTEM SET parallel_apply.ri_full_index = sometimes;
 SELECT name, min_val, max_val
 FROM pg_settings WHERE name = 'parallel_apply.workers';
 
@@ -190,8 +197,15 @@ CREATE ROLE regress_pa_dbowner;
 CREATE SCHEMA parallel_apply AUTHORIZATION regress_pa_dbowner;
 CREATE EXTENSION parallel_apply;
 DROP SCHEMA parallel_apply;
--- ... or one that holds objects already
+-- ... or one where a non-superuser may create objects ...
 CREATE SCHEMA parallel_apply;
+GRANT CREATE ON SCHEMA parallel_apply TO PUBLIC;
+CREATE EXTENSION parallel_apply;
+REVOKE CREATE ON SCHEMA parallel_apply FROM PUBLIC;
+GRANT CREATE ON SCHEMA parallel_apply TO regress_pa_dbowner;
+CREATE EXTENSION parallel_apply;
+REVOKE CREATE ON SCHEMA parallel_apply FROM regress_pa_dbowner;
+-- ... or one that holds objects already
 CREATE FUNCTION parallel_apply.attach(text) RETURNS void LANGUAGE sql AS 'SELECT';
 CREATE EXTENSION parallel_apply;
 DROP FUNCTION parallel_apply.attach(text);

@@ -79,6 +79,19 @@ RETURNS SETOF record
 AS 'MODULE_PATHNAME', 'pa_stat_workers'
 LANGUAGE C STRICT VOLATILE;
 
+CREATE FUNCTION @extschema@.stat_relations_internal(
+	OUT subid oid,
+	OUT subname name,
+	OUT relid regclass,
+	OUT replica_identity text,
+	OUT lookup_index regclass,
+	OUT rows_looked_up bigint,
+	OUT rows_not_found bigint,
+	OUT seq_scans bigint)
+RETURNS SETOF record
+AS 'MODULE_PATHNAME', 'pa_stat_relations'
+LANGUAGE C STRICT VOLATILE;
+
 CREATE VIEW @extschema@.stat_subscription AS
 	SELECT * FROM @extschema@.stat_subscription_internal();
 
@@ -91,5 +104,12 @@ CREATE VIEW @extschema@.stat_workers AS
 COMMENT ON VIEW @extschema@.stat_workers IS
 'one row per running leader and apply worker of parallel_apply in this database';
 
+CREATE VIEW @extschema@.stat_relations AS
+	SELECT * FROM @extschema@.stat_relations_internal();
+
+COMMENT ON VIEW @extschema@.stat_relations IS
+'one row per (attached subscription, local relation) in which a worker looked rows up: how it finds them and how often';
+
 GRANT USAGE ON SCHEMA @extschema@ TO PUBLIC;
-GRANT SELECT ON @extschema@.stat_subscription, @extschema@.stat_workers TO PUBLIC;
+GRANT SELECT ON @extschema@.stat_subscription, @extschema@.stat_workers,
+	@extschema@.stat_relations TO PUBLIC;

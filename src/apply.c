@@ -59,6 +59,7 @@
 
 #include "pa_apply.h"
 #include "pa_commit.h"
+#include "pa_lookup.h"
 #include "pa_relmap.h"
 
 PaErrorContext pa_errctx;
@@ -94,7 +95,6 @@ static void slot_modify_data(TupleTableSlot *slot, TupleTableSlot *srcslot,
 							 LogicalRepTupleData *tupleData);
 static void slot_fill_defaults(PaRelMapEntry *rel, EState *estate,
 							   TupleTableSlot *slot);
-static Oid	GetRelationIdentityOrPK(Relation rel);
 static void TargetPrivilegesCheck(Relation rel, AclMode mode);
 static void check_relation_updatable(PaRelMapEntry *rel);
 static bool open_indices(ResultRelInfo *relinfo);
@@ -139,6 +139,7 @@ pa_apply_init(void)
 		return;
 
 	pa_relmap_init();
+	pa_lookup_init(pa_apply_subid);
 
 	ApplyMessageContext = AllocSetContextCreate(TopMemoryContext,
 												"ApplyMessageContext",
@@ -540,18 +541,6 @@ slot_fill_defaults(PaRelMapEntry *rel, EState *estate, TupleTableSlot *slot)
 			ExecEvalExpr(defexprs[i], econtext, &slot->tts_isnull[defmap[i]]);
 }
 
-/* The replica identity index, else the primary key, else InvalidOid. */
-static Oid
-GetRelationIdentityOrPK(Relation rel)
-{
-	Oid			idxoid = RelationGetReplicaIndex(rel);
-
-	if (!OidIsValid(idxoid))
-		idxoid = RelationGetPrimaryKeyIndex(rel);
-
-	return idxoid;
-}
-
 /*
  * The current user (the subscription owner) must hold the privilege on
  * the relation it writes, and row-level security must not apply to it: RLS
@@ -591,7 +580,7 @@ check_relation_updatable(PaRelMapEntry *rel)
 	if (rel->updatable)
 		return;
 
-	if (OidIsValid(GetRelationIdentityOrPK(rel->localrel)))
+	if (OidIsValid(pa_identity_index(rel->localrel)))
 		ereport(ERROR,
 				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
 				 errmsg("publisher did not send replica identity column "
@@ -646,24 +635,11 @@ FindReplTupleInLocalRel(EState *estate, Relation localrel,
 						TupleTableSlot *remoteslot,
 						TupleTableSlot **localslot)
 {
-	Oid			idxoid;
-
 	/* Whatever the operation, this reads the table. */
 	TargetPrivilegesCheck(localrel, ACL_SELECT);
 
-	*localslot = table_slot_create(localrel, &estate->es_tupleTable);
-
-	idxoid = GetRelationIdentityOrPK(localrel);
-	Assert(OidIsValid(idxoid) ||
-		   remoterel->replident == REPLICA_IDENTITY_FULL);
-
-	if (OidIsValid(idxoid))
-		return RelationFindReplTupleByIndex(localrel, idxoid,
-											LockTupleExclusive,
-											remoteslot, *localslot);
-
-	return RelationFindReplTupleSeq(localrel, LockTupleExclusive,
-									remoteslot, *localslot);
+	/* by the identity index or primary key, else by the best index (FULL) */
+	return pa_lookup_row(estate, localrel, remoterel, remoteslot, localslot);
 }
 
 /*

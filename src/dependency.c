@@ -12,6 +12,12 @@
  * Keys of a change:
  *	- (relation, replica-identity key) from the old tuple ('K' or 'O') and
  *	  from the new tuple, for REPLICA IDENTITY DEFAULT and USING INDEX;
+ *	- for REPLICA IDENTITY FULL, (relation, row image): every column of the
+ *	  old row ('O') and of the new row, hashed as the worker compares them
+ *	  (lookup.c: the type's equality, or the datum image for a type without
+ *	  one), so two changes conflict when they touch equal rows; a row image
+ *	  with an unchanged-TOAST ('u') column has no key, and its change is a
+ *	  barrier for the table;
  *	- (index, key) for every subscriber-side unique index whose columns are
  *	  plain replicated columns, from the new tuple, and from the old tuple
  *	  when it is complete ('O', REPLICA IDENTITY FULL); for a partitioned
@@ -19,8 +25,8 @@
  *	- a column sent as unchanged-TOAST ('u') neither claims nor frees a
  *	  value: the key containing it is skipped; a NULL never conflicts in a
  *	  unique index (unless NULLS NOT DISTINCT), so such a key is skipped too;
- *	- table level: a REPLICA IDENTITY FULL table without a usable unique
- *	  index, a relation the leader cannot resolve locally (missing, or
+ *	- table level: a column whose type has equality but no hash function,
+ *	  a relation the leader cannot resolve locally (missing, or
  *	  locked by someone else right now), an UPDATE or DELETE that claims no
  *	  key at all, and every change of a transaction past its key budget
  *	  (parallel_apply.max_transaction_keys).  An UPDATE or DELETE at table
@@ -36,7 +42,9 @@
  * input (or receive) function and hashed with that type's extended hash
  * function under the index's collation, so equal values (1.0 and 1.00,
  * 'A' and 'a' in citext, '1 day' and '24:00:00') hash equal.  A key column
- * whose type has no hash function makes the relation table level.
+ * whose type has equality but no hash function makes the relation table
+ * level; in a FULL row image, a type without equality (point, json, ...) is
+ * converted and hashed by its datum image.
  *
  * Barriers: a RELATION message that differs from the cached one, and a
  * local change of the relation that changes its keys (an index created or
@@ -99,6 +107,11 @@
 typedef struct DepCol
 {
 	bool		typed;			/* convert and hash with the type's function */
+	bool		image;			/* ... but hash the converted value's image:
+								 * a type without equality, which the worker
+								 * compares by datum image (lookup.c) */
+	int16		typlen;			/* for image */
+	bool		typbyval;
 	Oid			ioparam;
 	int32		typmod;			/* the column's, as the worker converts */
 	FmgrInfo	infunc;
@@ -128,6 +141,7 @@ typedef struct DepRel
 	Oid		   *leaves;
 	bool		table_level;
 	bool		ri_usable;
+	bool		row_key;		/* ri is the whole row (REPLICA IDENTITY FULL) */
 	DepKey		ri;
 	int			nuniq;
 	DepKey	   *uniq;
@@ -414,6 +428,35 @@ byte_canonical(Oid typid, int32 typmod, Oid collation)
 }
 
 /*
+ * How to convert a value of column att as the worker does: the input and
+ * receive functions of its type, of the base type for a domain (a domain's
+ * input would check its constraints).  False if the type is not found.
+ */
+static bool
+setup_conversion(DepCol *col, Form_pg_attribute att, MemoryContext cxt)
+{
+	Oid			basetyp;
+	int32		basetypmod = att->atttypmod;
+	HeapTuple	tup;
+	Form_pg_type typform;
+
+	basetyp = getBaseTypeAndTypmod(att->atttypid, &basetypmod);
+	tup = SearchSysCache1(TYPEOID, ObjectIdGetDatum(basetyp));
+	if (!HeapTupleIsValid(tup))
+		return false;
+	typform = (Form_pg_type) GETSTRUCT(tup);
+	col->ioparam = getTypeIOParam(tup);
+	col->typmod = basetypmod;
+	col->typlen = typform->typlen;
+	col->typbyval = typform->typbyval;
+	fmgr_info_cxt(typform->typinput, &col->infunc, cxt);
+	if (OidIsValid(typform->typreceive))
+		fmgr_info_cxt(typform->typreceive, &col->recvfunc, cxt);
+	ReleaseSysCache(tup);
+	return true;
+}
+
+/*
  * How to hash a key column whose local column is att and whose remote type
  * is remotetyp, under collation: by bytes where that is exact, else by the
  * local type's own extended hash function.  False if it cannot be hashed
@@ -424,10 +467,6 @@ setup_col(DepCol *col, Form_pg_attribute att, Oid remotetyp, Oid collation,
 		  MemoryContext cxt)
 {
 	TypeCacheEntry *tce;
-	Oid			basetyp;
-	int32		basetypmod = att->atttypmod;
-	HeapTuple	tup;
-	Form_pg_type typform;
 
 	memset(col, 0, sizeof(DepCol));
 	if (att->atttypid == remotetyp &&
@@ -435,26 +474,51 @@ setup_col(DepCol *col, Form_pg_attribute att, Oid remotetyp, Oid collation,
 		return true;
 
 	tce = lookup_type_cache(att->atttypid, TYPECACHE_HASH_EXTENDED_PROC_FINFO);
-	if (!OidIsValid(tce->hash_extended_proc))
+	if (!OidIsValid(tce->hash_extended_proc) || !setup_conversion(col, att, cxt))
 		return false;
-
-	/* a domain's input would check its constraints: use the base type's */
-	basetyp = getBaseTypeAndTypmod(att->atttypid, &basetypmod);
-	tup = SearchSysCache1(TYPEOID, ObjectIdGetDatum(basetyp));
-	if (!HeapTupleIsValid(tup))
-		return false;
-	typform = (Form_pg_type) GETSTRUCT(tup);
-	col->ioparam = getTypeIOParam(tup);
-	col->typmod = basetypmod;
-	fmgr_info_cxt(typform->typinput, &col->infunc, cxt);
-	if (OidIsValid(typform->typreceive))
-		fmgr_info_cxt(typform->typreceive, &col->recvfunc, cxt);
-	ReleaseSysCache(tup);
-
 	fmgr_info_copy(&col->hashfunc, &tce->hash_extended_proc_finfo, cxt);
 	col->collation = collation;
 	col->typed = true;
 	return true;
+}
+
+/*
+ * A column of a REPLICA IDENTITY FULL row key whose type has no equality
+ * operator: the worker compares it by datum image, so it is hashed by the
+ * image of the converted value.  False if the type has an equality
+ * operator (and so no hash function, since setup_col failed).
+ */
+static bool
+setup_image_col(DepCol *col, Form_pg_attribute att, MemoryContext cxt)
+{
+	TypeCacheEntry *tce = lookup_type_cache(att->atttypid, TYPECACHE_EQ_OPR);
+
+	memset(col, 0, sizeof(DepCol));
+	if (OidIsValid(tce->eq_opr) || !setup_conversion(col, att, cxt))
+		return false;
+	col->typed = true;
+	col->image = true;
+	return true;
+}
+
+/* The hash of a datum's image, equal for datums datum_image_eq() calls equal */
+static uint64
+hash_image(DepCol *col, Datum d)
+{
+	if (col->typbyval)
+		return hash_bytes_extended((const unsigned char *) &d, sizeof(Datum), 0);
+	if (col->typlen > 0)
+		return hash_bytes_extended((const unsigned char *) DatumGetPointer(d),
+								   col->typlen, 0);
+	if (col->typlen == -1)
+	{
+		struct varlena *v = PG_DETOAST_DATUM_PACKED(d);
+
+		return hash_bytes_extended((const unsigned char *) VARDATA_ANY(v),
+								   VARSIZE_ANY_EXHDR(v), 0);
+	}
+	return hash_bytes_extended((const unsigned char *) DatumGetCString(d),
+							   strlen(DatumGetCString(d)), 0);
 }
 
 static uint64
@@ -469,6 +533,7 @@ signature_of_key(uint64 h, DepKey *key)
 		h = hash_combine64(h, key->cols[i]);
 		h = hash_combine64(h, key->hash[i].typed ?
 						   key->hash[i].hashfunc.fn_oid : 0);
+		h = hash_combine64(h, key->hash[i].image);
 		h = hash_combine64(h, key->hash[i].collation);
 	}
 	return h;
@@ -678,6 +743,7 @@ resolve_rel(DepRel *rel, uint64 seq, PaDepAcc *acc)
 	rel->resolved = true;
 	rel->table_level = true;	/* until shown otherwise */
 	rel->ri_usable = false;
+	rel->row_key = false;
 	rel->nuniq = 0;
 	rel->uniq = NULL;
 	rel->nleaves = 0;
@@ -722,15 +788,24 @@ resolve_rel(DepRel *rel, uint64 seq, PaDepAcc *acc)
 		if (!bms_is_member(i, remote->attkeys))
 			continue;
 		att = local_att(RelationGetDescr(localrel), remote->attnames[i]);
-		if (att == NULL ||
-			!setup_col(&rel->ri.hash[rel->ri.ncols], att, remote->atttyps[i],
-					   att->attcollation, rel->rescxt))
+		if (att == NULL)
 			goto done;			/* the worker reports a missing column */
+		if (!setup_col(&rel->ri.hash[rel->ri.ncols], att, remote->atttyps[i],
+					   att->attcollation, rel->rescxt) &&
+			(remote->replident != REPLICA_IDENTITY_FULL ||
+			 !setup_image_col(&rel->ri.hash[rel->ri.ncols], att, rel->rescxt)))
+			goto done;			/* no hash function: table level */
 		rel->ri.cols[rel->ri.ncols++] = i;
 	}
-	rel->ri_usable = (remote->replident == REPLICA_IDENTITY_DEFAULT ||
-					  remote->replident == REPLICA_IDENTITY_INDEX) &&
-		rel->ri.ncols > 0;
+
+	/*
+	 * With REPLICA IDENTITY FULL the key is the whole row image: the old row
+	 * for UPDATE and DELETE, the new row for INSERT and UPDATE, so two
+	 * changes conflict when they touch equal rows, compared as the worker
+	 * compares them (lookup.c).
+	 */
+	rel->ri_usable = rel->ri.ncols > 0;
+	rel->row_key = (remote->replident == REPLICA_IDENTITY_FULL);
 
 	if (!resolve_unique_keys(rel, localrel))
 		goto done;
@@ -745,9 +820,7 @@ resolve_rel(DepRel *rel, uint64 seq, PaDepAcc *acc)
 		}
 	}
 
-	/* FULL identity: rows are found by unique indexes, or not at all */
-	rel->table_level = (remote->replident == REPLICA_IDENTITY_FULL &&
-						rel->nuniq == 0);
+	rel->table_level = false;
 
 done:
 	if (localrel != NULL)
@@ -810,6 +883,7 @@ parse_tuple(StringInfo s, ColVal *cols, int maxcols)
  */
 static bool batch_xact = false;
 static bool conversion_failed = false;	/* by hash_value(), for the change */
+static bool row_key_missed = false; /* a row image had no key (a 'u' column) */
 
 static void
 batch_xact_start(void)
@@ -881,7 +955,9 @@ hash_value(DepCol *col, ColVal *v)
 		}
 		else
 			ok = false;
-		if (ok)
+		if (ok && col->image)
+			h = hash_image(col, d);
+		else if (ok)
 			h = DatumGetUInt64(FunctionCall2Coll(&col->hashfunc, col->collation,
 												 d, UInt64GetDatum(0)));
 	}
@@ -958,7 +1034,13 @@ claim_tuple(DepRel *rel, ColVal *cols, int ncols, bool complete, bool ri,
 	int			i;
 
 	if (ri && rel->ri_usable)
-		n += claim_key(&rel->ri, cols, ncols, false, seq, acc);
+	{
+		bool		claimed = claim_key(&rel->ri, cols, ncols, false, seq, acc);
+
+		n += claimed;
+		if (!claimed && rel->row_key)
+			row_key_missed = true;
+	}
 	if (complete)
 		for (i = 0; i < rel->nuniq; i++)
 			n += claim_key(&rel->uniq[i], cols, ncols, true, seq, acc);
@@ -1045,7 +1127,9 @@ pa_dep_change(uint64 seq, PaDepRel *rel, const char *msg, int len, PaDepAcc *acc
 	 * a FULL table) finds its row by a comparison the keys do not see; a
 	 * value that could not be converted has no trustworthy hash.
 	 */
-	if ((claimed == 0 && type != LOGICAL_REP_MSG_INSERT) || conversion_failed)
+	if ((claimed == 0 && type != LOGICAL_REP_MSG_INSERT) || conversion_failed ||
+		row_key_missed)
 		rel_barrier(rel, seq, acc);
 	conversion_failed = false;
+	row_key_missed = false;
 }

@@ -38,6 +38,7 @@
 #include "catalog/pg_replication_origin.h"
 #include "catalog/pg_subscription.h"
 #include "miscadmin.h"
+#include "pa_lookup.h"
 #include "parallel_apply.h"
 #include "pgstat.h"
 #include "postmaster/bgworker.h"
@@ -226,13 +227,13 @@ start_leader(int slotno, AttachedSub *a)
 	memcpy(bgw.bgw_extra, &args, sizeof(args));
 
 	/* a stop request waits for it too (pa_sub_has_processes) */
-	sub->leader_starting = true;
+	pg_atomic_write_u64(&sub->leader_registered, (uint64) GetCurrentTimestamp());
 	old = MemoryContextSwitchTo(TopMemoryContext);
 	ok = RegisterDynamicBackgroundWorker(&bgw, &lslots[slotno].handle);
 	MemoryContextSwitchTo(old);
 	if (!ok)
 	{
-		sub->leader_starting = false;
+		pg_atomic_write_u64(&sub->leader_registered, 0);
 		ereport(WARNING,
 				(errcode(ERRCODE_CONFIGURATION_LIMIT_EXCEEDED),
 				 errmsg("out of background worker slots"),
@@ -263,7 +264,8 @@ reap_leaders(TimestampTz now)
 		{
 			pfree(lslots[i].handle);
 			lslots[i].handle = NULL;
-			pa_shared->subs[i].leader_starting = false;	/* if it never ran */
+			/* if it never ran */
+			pg_atomic_write_u64(&pa_shared->subs[i].leader_registered, 0);
 			lslots[i].next_start =
 				TimestampTzPlusMilliseconds(now, pa_retry_interval_ms);
 			if (pa_shared->subs[i].restart_now)
@@ -297,6 +299,7 @@ release_slots(List *attached)
 		}
 		if (!still && lslots[i].handle == NULL && !pa_sub_has_processes(sub))
 		{
+			pa_rel_stats_forget(sub->subid);
 			sub->in_use = false;
 			sub->stop_requested = false;
 		}
@@ -334,6 +337,7 @@ slot_for(AttachedSub *a)
 	sub = &pa_shared->subs[i];
 	sub->in_use = true;
 	sub->subid = a->subid;
+	pa_rel_stats_forget(a->subid);	/* a new attachment starts afresh */
 	sub->stop_requested = false;
 	sub->state = PA_SUB_STOPPED;
 	pa_sub_reset(sub);
@@ -366,7 +370,7 @@ startable(AttachedSub *a)
 		ereport(LOG,
 				(errmsg("parallel_apply cannot start subscription \"%s\": it has no replication slot",
 						NameStr(a->name)),
-				 errhint("Set one with ALTER SUBSCRIPTION ... SET (slot_name = ...), or detach the subscription with parallel_apply.detach().")));
+				 errhint("Set one with ALTER SUBSCRIPTION ... SET (slot_name = ...), or detach the subscription with parallel_apply.detach(), which leaves it disabled.")));
 	else
 		ereport(LOG,
 				(errmsg("parallel_apply cannot start subscription \"%s\": two_phase is enabled",
@@ -388,6 +392,24 @@ start_leaders(List *attached, TimestampTz now)
 {
 	long		wait = pa_launcher_naptime_ms;
 	ListCell   *lc;
+	List	   *still = NIL;
+
+	/* forget what was said of subscriptions no longer attached */
+	foreach(lc, attached)
+	{
+		AttachedSub *a = lfirst(lc);
+
+		if (list_member_oid(reported_unstartable, a->subid))
+			still = lappend_oid(still, a->subid);
+	}
+	if (list_length(still) != list_length(reported_unstartable))
+	{
+		MemoryContext old = MemoryContextSwitchTo(TopMemoryContext);
+
+		list_free(reported_unstartable);
+		reported_unstartable = list_copy(still);
+		MemoryContextSwitchTo(old);
+	}
 
 	foreach(lc, attached)
 	{
@@ -403,7 +425,8 @@ start_leaders(List *attached, TimestampTz now)
 			continue;
 		slotno = sub - pa_shared->subs;
 
-		if (sub->stop_requested || lslots[slotno].handle != NULL)
+		if (sub->stop_requested || pa_stop_pending(a->subid) ||
+			lslots[slotno].handle != NULL)
 			continue;
 		if (pa_sub_has_processes(sub))
 		{
@@ -451,6 +474,7 @@ launcher_pass(List *attached, uint32 changes)
 static void
 launcher_exit(int code, Datum arg)
 {
+	LWLockReleaseAll();			/* an error may have left ours held */
 	LWLockAcquire(pa_shared->lock, LW_EXCLUSIVE);
 	pa_shared->launcher_latch = NULL;
 	pa_shared->launcher_pid = 0;

@@ -63,7 +63,6 @@
 #include "replication/walreceiver.h"
 #include "replication/worker_internal.h"
 #include "storage/ipc.h"
-#include "storage/lock.h"
 #include "storage/proc.h"
 #include "tcop/tcopprot.h"
 #include "utils/guc.h"
@@ -160,36 +159,10 @@ leader_step_aside(const char *why, bool restart)
 }
 
 /*
- * At start-up, lock the subscription against a concurrent DROP or ALTER
- * SUBSCRIPTION (which take it in AccessExclusiveLock, DROP before it stops
- * the engine: sqlapi.c), so that what the leader reads next is what they
- * committed.  The wait is bounded: a DROP waits for this leader to exit.
- */
-static void
-lock_subscription(void)
-{
-	LOCKTAG		tag;
-	int			i;
-
-	SET_LOCKTAG_OBJECT(tag, InvalidOid, SubscriptionRelationId,
-					   pa_leader.sub->subid, 0);
-	for (i = 0; LockAcquire(&tag, AccessShareLock, false, true) == LOCKACQUIRE_NOT_AVAIL; i++)
-	{
-		if (i == 10 || pa_leader.sub->stop_requested)
-			leader_step_aside("the subscription is being altered or dropped", false);
-		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
-						 100L, PG_WAIT_EXTENSION);
-		ResetLatch(MyLatch);
-		CHECK_FOR_INTERRUPTS();
-	}
-	AcceptInvalidationMessages();
-}
-
-/*
  * An attach marker outlives the extension only if the extension was dropped
- * behind the engine's back (sqlapi.c refuses DROP EXTENSION while attached):
- * the subscription is then detached, and left disabled, as detach would
- * leave it if it could not enable it.  Runs in the start-up transaction.
+ * behind the engine's back (sqlapi.c refuses DROP EXTENSION while attached)
+ * or the catalogs were restored without it: the subscription is then
+ * detached, and left disabled.  Runs in the start-up transaction.
  */
 static void
 check_extension(void)
@@ -199,17 +172,19 @@ check_extension(void)
 	if (OidIsValid(get_extension_oid("parallel_apply", true)))
 		return;
 	dbname = get_database_name(MyDatabaseId);
+	pa_lock_markers();
 	replorigin_drop_by_name(pa_attach_marker_name(pa_leader.sub->subid), true, true);
+	replorigin_drop_by_name(pa_pause_marker_name(pa_leader.sub->subid), true, true);
 	CommitTransactionCommand();
 	leader_step_aside(psprintf("the parallel_apply extension is not installed in database \"%s\"; the subscription is detached",
-							   dbname ? dbname : "?"), false);
+							   dbname), false);
 }
 
 /*
  * Re-read the subscription when the catalog says it changed; step aside if
  * it was dropped, enabled by hand or detached; restart if a setting the
- * connection depends on changed.  At start-up (starting), also lock the
- * subscription and check that the extension exists.
+ * connection depends on changed.  At start-up (starting), also check that
+ * the extension exists.
  */
 static void
 check_subscription(bool starting)
@@ -229,8 +204,6 @@ check_subscription(bool starting)
 	subscription_changed = false;
 
 	StartTransactionCommand();
-	if (starting)
-		lock_subscription();
 	old = MemoryContextSwitchTo(TopMemoryContext);
 	newsub = GetSubscription(pa_leader.sub->subid, true);
 	MemoryContextSwitchTo(old);
@@ -280,6 +253,7 @@ disable_on_error(void)
 	char	   *marker = pa_attach_marker_name(pa_leader.sub->subid);
 
 	StartTransactionCommand();
+	pa_lock_markers();
 	replorigin_drop_by_name(marker, true, true);
 	CommitTransactionCommand();
 	pg_atomic_write_u64(&pa_leader.sub->serial_until, InvalidXLogRecPtr);
@@ -1001,7 +975,7 @@ pa_leader_main(Datum main_arg)
 	pg_write_barrier();
 	sub->leader_pid = MyProcPid;
 	pg_write_barrier();
-	sub->leader_starting = false;	/* leader_pid says it from now on */
+	pg_atomic_write_u64(&sub->leader_registered, 0);	/* leader_pid says it */
 	before_shmem_exit(leader_shutdown, (Datum) 0);
 
 	BackgroundWorkerInitializeConnectionByOid(args.dbid, args.owner, 0);

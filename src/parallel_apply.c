@@ -16,6 +16,7 @@
 #include "access/xact.h"
 #include "fmgr.h"
 #include "miscadmin.h"
+#include "pa_lookup.h"
 #include "pa_queue.h"
 #include "parallel_apply.h"
 #include "storage/ipc.h"
@@ -23,6 +24,7 @@
 #include "storage/shmem.h"
 #include "utils/builtins.h"
 #include "utils/guc.h"
+#include "utils/timestamp.h"
 
 PG_MODULE_MAGIC;
 
@@ -37,6 +39,12 @@ int			pa_launcher_naptime_ms = 10000;
 int			pa_group_size = 32;
 int			pa_max_transaction_keys = 65536;
 char	   *pa_database = NULL;
+
+static const struct config_enum_entry ri_full_index_options[] = {
+	{"auto", PA_RI_FULL_INDEX_AUTO, false},
+	{"off", PA_RI_FULL_INDEX_OFF, false},
+	{NULL, 0, false}
+};
 
 bool		pa_preloaded = false;
 PaShared   *pa_shared = NULL;
@@ -62,6 +70,7 @@ pa_shmem_request(void)
 	if (prev_shmem_request_hook)
 		prev_shmem_request_hook();
 	RequestAddinShmemSpace(pa_shmem_size());
+	RequestAddinShmemSpace(pa_rel_stats_shmem_size());
 	RequestNamedLWLockTranche("parallel_apply", 1);
 }
 
@@ -108,6 +117,7 @@ pa_shmem_startup(void)
 			pg_atomic_init_u64(&sub->serial_retries, 0);
 			pg_atomic_init_u64(&sub->restarts, 0);
 			pg_atomic_init_u64(&sub->paced_reads, 0);
+			pg_atomic_init_u64(&sub->leader_registered, 0);
 			for (j = 0; j < PA_MAX_WORKERS; j++)
 			{
 				pg_atomic_init_u64(&sub->workers[j].current_seq, 0);
@@ -122,6 +132,7 @@ pa_shmem_startup(void)
 			pa_queue_reset(sub);
 		}
 	}
+	pa_rel_stats_shmem_init();
 	LWLockRelease(AddinShmemInitLock);
 }
 
@@ -172,16 +183,38 @@ pa_find_sub(Oid subid)
 	return NULL;
 }
 
-/* Is any leader or apply worker of this slot alive, or a leader about to start? */
+/*
+ * Is any leader or apply worker of this slot alive, or a leader registered
+ * in the last few seconds about to start?  (A registered leader that the
+ * postmaster never started is forgotten after that.)
+ */
 bool
 pa_sub_has_processes(PaSub *sub)
 {
+	uint64		registered = pg_atomic_read_u64(&sub->leader_registered);
 	int			i;
 
-	if (sub->leader_pid != 0 || sub->leader_starting)
+	pg_read_barrier();			/* the leader sets its pid, then clears it */
+	if (sub->leader_pid != 0)
+		return true;
+	if (registered != 0 &&
+		!TimestampDifferenceExceeds((TimestampTz) registered,
+									GetCurrentTimestamp(), 5000))
 		return true;
 	for (i = 0; i < PA_MAX_WORKERS; i++)
 		if (sub->workers[i].pid != 0)
+			return true;
+	return false;
+}
+
+/* Is a stop of the subscription requested?  Caller holds the lock. */
+bool
+pa_stop_pending(Oid subid)
+{
+	int			i;
+
+	for (i = 0; i < PA_MAX_STOPPING; i++)
+		if (pa_shared->stopping[i].subid == subid)
 			return true;
 	return false;
 }
@@ -235,6 +268,12 @@ _PG_init(void)
 							"Past it, every further change of the transaction is a barrier for its table (later changes of the table wait for the transaction's commit), so the leader's memory stays bounded whatever the transaction's size.",
 							&pa_max_transaction_keys, 65536, 0, INT_MAX / 2,
 							PGC_SIGHUP, 0, NULL, NULL, NULL);
+	DefineCustomEnumVariable("parallel_apply.ri_full_index",
+							 "How rows of REPLICA IDENTITY FULL tables without a primary key or replica identity index are found.",
+							 "auto uses the best usable btree or hash index (unique first, then the most selective by statistics) and compares every column; off scans the table for every row, as PostgreSQL 15 does.",
+							 &pa_ri_full_index, PA_RI_FULL_INDEX_AUTO,
+							 ri_full_index_options,
+							 PGC_SIGHUP, 0, NULL, NULL, NULL);
 	DefineCustomIntVariable("parallel_apply.queue_memory",
 							"Shared memory for queued changes, per attached subscription.",
 							"When it is full the leader stops reading from the publisher; more lets it read further ahead of the workers, which does not make them faster.",

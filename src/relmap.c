@@ -57,6 +57,7 @@
 #include "utils/rel.h"
 
 #include "pa_apply.h"
+#include "pa_lookup.h"
 #include "pa_relmap.h"
 
 /* Hash entry of the relation map. */
@@ -285,6 +286,7 @@ pa_relmap_update(LogicalRepRelation *remoterel)
 		remoterel_free(entry->remoterel);
 		free_local_data(entry);
 	}
+	pa_lookup_remote_changed(); /* which columns it sends may differ */
 
 	memset(entry, 0, sizeof(PaRelMapEntry));
 	entry->state = PA_RELMAP_INVALID;

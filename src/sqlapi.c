@@ -59,6 +59,7 @@
 #include "funcapi.h"
 #include "miscadmin.h"
 #include "pgstat.h"
+#include "pa_lookup.h"
 #include "parallel_apply.h"
 #include "replication/origin.h"
 #include "storage/lmgr.h"
@@ -67,6 +68,7 @@
 #include "utils/acl.h"
 #include "utils/builtins.h"
 #include "utils/fmgroids.h"
+#include "utils/inval.h"
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
 #include "utils/pg_lsn.h"
@@ -79,6 +81,7 @@ PG_FUNCTION_INFO_V1(pa_pause);
 PG_FUNCTION_INFO_V1(pa_resume);
 PG_FUNCTION_INFO_V1(pa_stat_subscription);
 PG_FUNCTION_INFO_V1(pa_stat_workers);
+PG_FUNCTION_INFO_V1(pa_stat_relations);
 
 static ProcessUtility_hook_type prev_ProcessUtility = NULL;
 static object_access_hook_type prev_object_access_hook = NULL;
@@ -105,6 +108,8 @@ pa_xact_callback(XactEvent event, void *arg)
 	 */
 	if (stopping_subs != NIL || wake_launcher_at_commit)
 	{
+		int			i;
+
 		LWLockAcquire(pa_shared->lock, LW_EXCLUSIVE);
 		foreach(lc, stopping_subs)
 		{
@@ -112,6 +117,14 @@ pa_xact_callback(XactEvent event, void *arg)
 
 			if (sub && sub->stop_requester == MyProcPid)
 				sub->stop_requested = false;
+		}
+		for (i = 0; i < PA_MAX_STOPPING; i++)
+		{
+			if (pa_shared->stopping[i].requester == MyProcPid)
+			{
+				pa_shared->stopping[i].subid = InvalidOid;
+				pa_shared->stopping[i].requester = 0;
+			}
 		}
 		pa_shared->changes++;	/* what the launcher read may be stale */
 		LWLockRelease(pa_shared->lock);
@@ -190,7 +203,7 @@ lookup_subscription(const char *name, const char *verb)
 				(errcode(ERRCODE_UNDEFINED_OBJECT),
 				 errmsg("subscription \"%s\" belongs to database \"%s\"",
 						name, dbname ? dbname : "?"),
-				 errhint("Connect to database \"%s\" to %s it.",
+				 errhint("Connect to database \"%s\" and call parallel_apply.%s() there.",
 						 dbname ? dbname : "?", verb)));
 	}
 	ereport(ERROR,
@@ -235,6 +248,20 @@ stop_engine(Oid subid, const char *name)
 	register_xact_callback();
 
 	LWLockAcquire(pa_shared->lock, LW_EXCLUSIVE);
+	for (i = 0; i < PA_MAX_STOPPING; i++)
+		if (!OidIsValid(pa_shared->stopping[i].subid))
+			break;
+	if (i == PA_MAX_STOPPING)
+	{
+		LWLockRelease(pa_shared->lock);
+		ereport(ERROR,
+				(errcode(ERRCODE_CONFIGURATION_LIMIT_EXCEEDED),
+				 errmsg("could not stop parallel_apply for subscription \"%s\"", name),
+				 errdetail("%d stops of parallel_apply are in progress already.", PA_MAX_STOPPING),
+				 errhint("Try again when some of them are done.")));
+	}
+	pa_shared->stopping[i].subid = subid;
+	pa_shared->stopping[i].requester = MyProcPid;
 	sub = pa_find_sub(subid);
 	if (sub != NULL)
 	{
@@ -247,14 +274,14 @@ stop_engine(Oid subid, const char *name)
 			SetLatch(latch);
 	}
 	LWLockRelease(pa_shared->lock);
-	if (sub == NULL)
-		return;					/* no slot: nothing runs */
 	{
 		MemoryContext old = MemoryContextSwitchTo(TopMemoryContext);
 
 		stopping_subs = lappend_oid(stopping_subs, subid);
 		MemoryContextSwitchTo(old);
 	}
+	if (sub == NULL)
+		return;					/* no slot: nothing runs, nor will */
 
 	for (i = 0; pa_sub_has_processes(sub); i++)
 	{
@@ -278,17 +305,33 @@ stop_engine(Oid subid, const char *name)
 }
 
 /*
- * Serialize the creation and removal of markers: ExclusiveLock on
- * pg_replication_origin, which replorigin_create() and
- * replorigin_drop_by_name() take anyway, held until commit.  Taking it
- * processes the invalidations of whoever held it before, so checks made
- * after it see their committed result.
+ * Serialize the creation and removal of markers (attach, detach, pause,
+ * resume, DROP SUBSCRIPTION and DROP EXTENSION here; a leader dropping its
+ * own marker): an advisory lock of the engine's own, in ExclusiveLock until
+ * the transaction ends.  Taking it processes the invalidations of whoever
+ * held it before, so checks made after it see their committed result.  It
+ * is the last lock any of them takes (after pg_subscription and the
+ * subscription, in PostgreSQL's own order), so it cannot close a cycle.
+ */
+void
+pa_lock_markers(void)
+{
+	LOCKTAG		tag;
+
+	SET_LOCKTAG_ADVISORY(tag, InvalidOid, 0, 0, PA_LOCKTAG_MARKERS);
+	(void) LockAcquire(&tag, ExclusiveLock, false, false);
+	AcceptInvalidationMessages();
+}
+
+/*
+ * Lock the subscription as ALTER SUBSCRIPTION does (pg_subscription, then
+ * the subscription itself), before the marker lock.
  */
 static void
-lock_markers(void)
+lock_subscription(Oid subid)
 {
-	LockRelationOid(ReplicationOriginRelationId, ExclusiveLock);
-	CommandCounterIncrement();	/* and see our own earlier calls */
+	LockRelationOid(SubscriptionRelationId, RowExclusiveLock);
+	LockSharedObject(SubscriptionRelationId, subid, 0, AccessExclusiveLock);
 }
 
 /* Attached subscriptions other than subid, as the catalogs say now */
@@ -350,7 +393,7 @@ check_launcher(void)
 					 errmsg("the parallel_apply launcher is not running"),
 					 errdetail("It could not connect to database \"%s\" named by parallel_apply.database.",
 							   pa_database),
-					 errhint("Set parallel_apply.database to an existing database and restart the server.")));
+					 errhint("Create that database, or set parallel_apply.database to an existing one and restart the server.")));
 		if (i >= 100)
 			ereport(ERROR,
 					(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
@@ -412,7 +455,13 @@ pa_attach(PG_FUNCTION_ARGS)
 	int			used;
 
 	check_launcher();
-	lock_markers();
+	lock_subscription(subid);
+	pa_lock_markers();
+	CommandCounterIncrement();	/* see our own earlier attaches too */
+	if (!OidIsValid(get_extension_oid("parallel_apply", true)))
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("extension \"parallel_apply\" was dropped concurrently")));
 	sub = GetSubscription(subid, false);
 
 	if (pa_subscription_is_attached(subid))
@@ -475,11 +524,19 @@ pa_detach(PG_FUNCTION_ARGS)
 	check_attached(subid, name);
 
 	stop_engine(subid, name);
-	lock_markers();
+	lock_subscription(subid);
+	pa_lock_markers();
 	check_attached(subid, name);	/* a concurrent detach won */
 	replorigin_drop_by_name(pa_attach_marker_name(subid), false, true);
 	replorigin_drop_by_name(pa_pause_marker_name(subid), true, true);
-	run_alter_subscription(name, "ENABLE");
+
+	/* PostgreSQL refuses to enable a subscription without a slot */
+	if (GetSubscription(subid, false)->slotname == NULL)
+		ereport(NOTICE,
+				(errmsg("subscription \"%s\" stays disabled because it has no replication slot", name),
+				 errhint("Set one with ALTER SUBSCRIPTION ... SET (slot_name = ...), then enable it.")));
+	else
+		run_alter_subscription(name, "ENABLE");
 	PG_RETURN_VOID();
 }
 
@@ -499,7 +556,8 @@ pa_pause(PG_FUNCTION_ARGS)
 	check_paused(subid, name, false);
 
 	stop_engine(subid, name);
-	lock_markers();
+	LockSharedObject(SubscriptionRelationId, subid, 0, AccessExclusiveLock);
+	pa_lock_markers();
 	check_attached(subid, name);	/* as it is now that we hold the lock */
 	check_paused(subid, name, false);
 	(void) replorigin_create(pa_pause_marker_name(subid));
@@ -512,7 +570,8 @@ pa_resume(PG_FUNCTION_ARGS)
 	char	   *name;
 	Oid			subid = target_subscription(fcinfo, "resume", &name);
 
-	lock_markers();
+	LockSharedObject(SubscriptionRelationId, subid, 0, AccessExclusiveLock);
+	pa_lock_markers();
 	check_attached(subid, name);
 	check_paused(subid, name, true);
 	replorigin_drop_by_name(pa_pause_marker_name(subid), false, true);
@@ -522,41 +581,119 @@ pa_resume(PG_FUNCTION_ARGS)
 	PG_RETURN_VOID();
 }
 
-/*
- * The extension is created only in a schema of its own.  Its control file
- * names the schema, and CREATE EXTENSION would adopt one that exists: a
- * schema prepared by a non-superuser (a database owner may create it) would
- * let them plant functions that the superuser's documented calls, such as
- * parallel_apply.attach('s'), resolve to.
- */
-static void
-check_extension_schema(void)
+/* Is object (classid, objid) a member of extension extoid? */
+static bool
+extension_member(Oid classid, Oid objid, Oid extoid)
 {
-	Oid			nspid = get_namespace_oid("parallel_apply", true);
-	HeapTuple	tup;
-	Oid			owner;
 	Relation	rel;
 	ScanKeyData key[2];
 	SysScanDesc scan;
-	bool		has_objects;
+	HeapTuple	tup;
+	bool		member = false;
 
+	rel = table_open(DependRelationId, AccessShareLock);
+	ScanKeyInit(&key[0], Anum_pg_depend_classid, BTEqualStrategyNumber,
+				F_OIDEQ, ObjectIdGetDatum(classid));
+	ScanKeyInit(&key[1], Anum_pg_depend_objid, BTEqualStrategyNumber,
+				F_OIDEQ, ObjectIdGetDatum(objid));
+	scan = systable_beginscan(rel, DependDependerIndexId, true, NULL, 2, key);
+	while (!member && (tup = systable_getnext(scan)) != NULL)
+	{
+		Form_pg_depend dep = (Form_pg_depend) GETSTRUCT(tup);
+
+		member = (dep->refclassid == ExtensionRelationId &&
+				  dep->refobjid == extoid &&
+				  dep->deptype == DEPENDENCY_EXTENSION);
+	}
+	systable_endscan(scan);
+	table_close(rel, AccessShareLock);
+	return member;
+}
+
+static void
+refuse_schema(const char *detail)
+{
+	ereport(ERROR,
+			(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+			 errmsg("cannot create extension \"parallel_apply\" in existing schema \"parallel_apply\""),
+			 errdetail_internal("%s", detail),
+			 errhint("Drop or rename the schema, then run CREATE EXTENSION again.")));
+}
+
+/*
+ * The extension is created only in a schema of its own.  Its control file
+ * names the schema, and CREATE EXTENSION adopts one that exists: a schema
+ * prepared by a non-superuser (a database owner may create it), or one
+ * where others may create objects, would let them plant functions that the
+ * superuser's documented calls, such as parallel_apply.attach('s'), resolve
+ * to.  Checked by the install script's first statement, in the schema
+ * CREATE EXTENSION chose (by whatever path it was reached: CASCADE too):
+ * its owner must be a superuser, no non-superuser may create in it, and it
+ * may hold nothing but the extension's own objects.
+ */
+/* The schema of an extension (PostgreSQL 15 does not export its own) */
+static Oid
+extension_schema(Oid extoid)
+{
+	Relation	rel;
+	ScanKeyData key;
+	SysScanDesc scan;
+	HeapTuple	tup;
+	Oid			nspid = InvalidOid;
+
+	rel = table_open(ExtensionRelationId, AccessShareLock);
+	ScanKeyInit(&key, Anum_pg_extension_oid, BTEqualStrategyNumber,
+				F_OIDEQ, ObjectIdGetDatum(extoid));
+	scan = systable_beginscan(rel, ExtensionOidIndexId, true, NULL, 1, &key);
+	tup = systable_getnext(scan);
+	if (HeapTupleIsValid(tup))
+		nspid = ((Form_pg_extension) GETSTRUCT(tup))->extnamespace;
+	systable_endscan(scan);
+	table_close(rel, AccessShareLock);
 	if (!OidIsValid(nspid))
-		return;					/* CREATE EXTENSION creates it */
-	if (OidIsValid(get_extension_oid("parallel_apply", true)))
-		return;					/* CREATE EXTENSION says it exists */
+		elog(ERROR, "could not find extension %u", extoid);
+	return nspid;
+}
+
+static void
+check_extension_schema(Oid extoid)
+{
+	Oid			nspid = extension_schema(extoid);
+	HeapTuple	tup;
+	Form_pg_namespace form;
+	Datum		d;
+	bool		isnull;
+	Relation	rel;
+	ScanKeyData key[2];
+	SysScanDesc scan;
 
 	tup = SearchSysCache1(NAMESPACEOID, ObjectIdGetDatum(nspid));
 	if (!HeapTupleIsValid(tup))
-		return;
-	owner = ((Form_pg_namespace) GETSTRUCT(tup))->nspowner;
+		elog(ERROR, "cache lookup failed for schema %u", nspid);
+	form = (Form_pg_namespace) GETSTRUCT(tup);
+	if (!superuser_arg(form->nspowner))
+		refuse_schema(psprintf(_("The schema is owned by role \"%s\", which is not a superuser."),
+							   GetUserNameFromId(form->nspowner, false)));
+	d = SysCacheGetAttr(NAMESPACEOID, tup, Anum_pg_namespace_nspacl, &isnull);
+	if (!isnull)
+	{
+		Acl		   *acl = DatumGetAclP(d);
+		AclItem    *items = ACL_DAT(acl);
+		int			i;
+
+		for (i = 0; i < ACL_NUM(acl); i++)
+		{
+			Oid			grantee = items[i].ai_grantee;
+
+			if ((ACLITEM_GET_PRIVS(items[i]) & ACL_CREATE) &&
+				(grantee == ACL_ID_PUBLIC || !superuser_arg(grantee)))
+				refuse_schema(grantee == ACL_ID_PUBLIC ?
+							  pstrdup(_("Every role may create objects in the schema.")) :
+							  psprintf(_("Role \"%s\", which is not a superuser, may create objects in the schema."),
+									   GetUserNameFromId(grantee, false)));
+		}
+	}
 	ReleaseSysCache(tup);
-	if (!superuser_arg(owner))
-		ereport(ERROR,
-				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
-				 errmsg("cannot create extension \"parallel_apply\" in existing schema \"parallel_apply\""),
-				 errdetail("The schema is owned by role \"%s\", which is not a superuser.",
-						   GetUserNameFromId(owner, false)),
-				 errhint("Drop or rename the schema, then run CREATE EXTENSION again.")));
 
 	/* every object in a schema depends on it */
 	rel = table_open(DependRelationId, AccessShareLock);
@@ -565,15 +702,17 @@ check_extension_schema(void)
 	ScanKeyInit(&key[1], Anum_pg_depend_refobjid, BTEqualStrategyNumber,
 				F_OIDEQ, ObjectIdGetDatum(nspid));
 	scan = systable_beginscan(rel, DependReferenceIndexId, true, NULL, 2, key);
-	has_objects = (systable_getnext(scan) != NULL);
+	while ((tup = systable_getnext(scan)) != NULL)
+	{
+		Form_pg_depend dep = (Form_pg_depend) GETSTRUCT(tup);
+
+		if (dep->classid == ExtensionRelationId && dep->objid == extoid)
+			continue;			/* the extension itself */
+		if (!extension_member(dep->classid, dep->objid, extoid))
+			refuse_schema(_("The schema already contains objects."));
+	}
 	systable_endscan(scan);
 	table_close(rel, AccessShareLock);
-	if (has_objects)
-		ereport(ERROR,
-				(errcode(ERRCODE_DUPLICATE_SCHEMA),
-				 errmsg("cannot create extension \"parallel_apply\" in existing schema \"parallel_apply\""),
-				 errdetail("The schema already contains objects."),
-				 errhint("Drop or rename the schema, then run CREATE EXTENSION again.")));
 }
 
 /*
@@ -593,12 +732,14 @@ pa_object_access(ObjectAccessType access, Oid classId, Oid objectId,
 		objectId == get_extension_oid("parallel_apply", true))
 	{
 		List	   *names;
-		List	   *oids = attached_here(&names, NULL);
+		List	   *oids;
 
+		pa_lock_markers();		/* an attach in progress commits first */
+		oids = attached_here(&names, NULL);
 		if (oids != NIL)
 			ereport(ERROR,
 					(errcode(ERRCODE_DEPENDENT_OBJECTS_STILL_EXIST),
-					 errmsg("cannot drop extension parallel_apply while subscription \"%s\" is attached",
+					 errmsg("cannot drop extension \"parallel_apply\" while subscription \"%s\" is attached",
 							(char *) linitial(names)),
 					 errhint("Detach it with parallel_apply.detach() or drop the subscription first.")));
 	}
@@ -625,12 +766,14 @@ pa_process_utility(PlannedStmt *pstmt, const char *queryString,
 			check_owner(subid, stmt->subname);
 
 			/*
-			 * Lock it as DROP SUBSCRIPTION will, before stopping the engine:
-			 * a leader the launcher starts meanwhile cannot get past its
-			 * start-up, and finds the subscription gone once we commit.
+			 * Stop the engine (the request keeps the launcher from starting
+			 * a leader until we commit), then lock as DROP SUBSCRIPTION will
+			 * (pg_subscription, the subscription), then the markers.
 			 */
-			LockSharedObject(SubscriptionRelationId, subid, 0, AccessExclusiveLock);
 			stop_engine(subid, stmt->subname);
+			LockRelationOid(SubscriptionRelationId, AccessExclusiveLock);
+			LockSharedObject(SubscriptionRelationId, subid, 0, AccessExclusiveLock);
+			pa_lock_markers();
 			replorigin_drop_by_name(pa_attach_marker_name(subid), true, true);
 			replorigin_drop_by_name(pa_pause_marker_name(subid), true, true);
 		}
@@ -650,9 +793,6 @@ pa_process_utility(PlannedStmt *pstmt, const char *queryString,
 			wake_launcher_at_commit = true;
 		}
 	}
-	else if (IsA(parsetree, CreateExtensionStmt) &&
-			 strcmp(((CreateExtensionStmt *) parsetree)->extname, "parallel_apply") == 0)
-		check_extension_schema();
 
 	if (prev_ProcessUtility)
 		prev_ProcessUtility(pstmt, queryString, readOnlyTree, context,
@@ -740,6 +880,24 @@ attached_here(List **names, List **paused)
 	return oids;
 }
 
+/*
+ * The start of every statistics function: a materialized result over the
+ * attached subscriptions of this database (and whether each is paused, if
+ * paused is not NULL), with PaShared->lock held in shared mode, which the
+ * caller releases.
+ */
+static List *
+stat_begin(FunctionCallInfo fcinfo, List **names, List **paused)
+{
+	List	   *oids;
+
+	pa_check_preloaded();
+	InitMaterializedSRF(fcinfo, 0);
+	oids = attached_here(names, paused);
+	LWLockAcquire(pa_shared->lock, LW_SHARED);
+	return oids;
+}
+
 #define LSN_OR_NULL(lsn, v, n, i) \
 	do { if ((lsn) == InvalidXLogRecPtr) (n)[i] = true; else (v)[i] = LSNGetDatum(lsn); } while (0)
 
@@ -754,11 +912,7 @@ pa_stat_subscription(PG_FUNCTION_ARGS)
 			   *lc2,
 			   *lc3;
 
-	pa_check_preloaded();
-	InitMaterializedSRF(fcinfo, 0);
-	oids = attached_here(&names, &paused);
-
-	LWLockAcquire(pa_shared->lock, LW_SHARED);
+	oids = stat_begin(fcinfo, &names, &paused);
 	forthree(lc1, oids, lc2, names, lc3, paused)
 	{
 		Datum		values[13];
@@ -810,11 +964,7 @@ pa_stat_workers(PG_FUNCTION_ARGS)
 	ListCell   *lc1,
 			   *lc2;
 
-	pa_check_preloaded();
-	InitMaterializedSRF(fcinfo, 0);
-	oids = attached_here(&names, NULL);
-
-	LWLockAcquire(pa_shared->lock, LW_SHARED);
+	oids = stat_begin(fcinfo, &names, NULL);
 	forboth(lc1, oids, lc2, names)
 	{
 		PaSub	   *sub = pa_find_sub(lfirst_oid(lc1));
@@ -855,11 +1005,78 @@ pa_stat_workers(PG_FUNCTION_ARGS)
 	return (Datum) 0;
 }
 
+static const char *
+replident_name(char replident)
+{
+	switch (replident)
+	{
+		case REPLICA_IDENTITY_DEFAULT:
+			return "default";
+		case REPLICA_IDENTITY_NOTHING:
+			return "nothing";
+		case REPLICA_IDENTITY_FULL:
+			return "full";
+		case REPLICA_IDENTITY_INDEX:
+			return "index";
+		default:
+			return "?";
+	}
+}
+
+/* One row per (attached subscription of this database, relation looked up in) */
+Datum
+pa_stat_relations(PG_FUNCTION_ARGS)
+{
+	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+	List	   *names;
+	List	   *oids;
+	ListCell   *lc1,
+			   *lc2;
+
+	oids = stat_begin(fcinfo, &names, NULL);
+	forboth(lc1, oids, lc2, names)
+	{
+		Datum		subname = DirectFunctionCall1(namein, CStringGetDatum(lfirst(lc2)));
+		HASH_SEQ_STATUS status;
+		PaRelStats *st;
+
+		hash_seq_init(&status, pa_rel_stats);
+		while ((st = hash_seq_search(&status)) != NULL)
+		{
+			Datum		values[8];
+			bool		nulls[8];
+			Oid			index = st->index;
+
+			if (st->key.subid != lfirst_oid(lc1))
+				continue;
+			memset(nulls, 0, sizeof(nulls));
+			values[0] = ObjectIdGetDatum(st->key.subid);
+			values[1] = subname;
+			values[2] = ObjectIdGetDatum(st->key.relid);
+			values[3] = CStringGetTextDatum(replident_name(st->replident));
+			values[4] = ObjectIdGetDatum(index);
+			nulls[4] = !OidIsValid(index);
+			values[5] = Int64GetDatum(pg_atomic_read_u64(&st->lookups));
+			values[6] = Int64GetDatum(pg_atomic_read_u64(&st->not_found));
+			values[7] = Int64GetDatum(pg_atomic_read_u64(&st->seq_scans));
+			tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
+		}
+	}
+	LWLockRelease(pa_shared->lock);
+	return (Datum) 0;
+}
+
 PG_FUNCTION_INFO_V1(pa_check_preloaded_sql);
 
+/*
+ * The install script's first call: the preload, and (while the extension
+ * is being created) its schema.
+ */
 Datum
 pa_check_preloaded_sql(PG_FUNCTION_ARGS)
 {
 	pa_check_preloaded();
+	if (creating_extension)
+		check_extension_schema(CurrentExtensionObject);
 	PG_RETURN_VOID();
 }

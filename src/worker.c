@@ -253,23 +253,28 @@ next_message(StringInfo msg)
  * the error, if it happens again, names the transaction that raised it.
  */
 static void
-group_commit_failed(MemoryContext cxt, uint64 n)
+group_commit_failed(uint64 n)
 {
 	ErrorData  *edata;
 	XLogRecPtr	first_lsn = my_sub->txns[group_first % PA_MAX_INFLIGHT].final_lsn;
 	XLogRecPtr	last_lsn = my_sub->txns[group_last % PA_MAX_INFLIGHT].final_lsn;
 
-	MemoryContextSwitchTo(cxt);
+	/* outside the transaction's memory, which the abort frees */
+	MemoryContextSwitchTo(TopMemoryContext);
 	edata = CopyErrorData();
 	FlushErrorState();
+	replorigin_session_origin_lsn = InvalidXLogRecPtr;
+	replorigin_session_origin_timestamp = 0;
 	AbortOutOfAnyTransaction();
 	error_context_stack = NULL;
 	me->group_failed = true;
 	ereport(LOG,
-			(errmsg("parallel_apply worker %d of subscription \"%s\" could not commit a group of %d transactions: %s",
+			(errcode(edata->sqlerrcode),
+			 errmsg("parallel_apply worker %d of subscription \"%s\" could not commit a group of %d transactions: %s",
 					my_args.worker + 1, subname, (int) n, edata->message),
-			 errdetail("The transactions finished between %X/%X and %X/%X on the publisher; they are re-applied one at a time, so that the error names the transaction that raises it.",
-					   LSN_FORMAT_ARGS(first_lsn), LSN_FORMAT_ARGS(last_lsn))));
+			 edata->detail ? errdetail_internal("%s", edata->detail) : 0,
+			 errhint("The transactions finished between %X/%X and %X/%X on the publisher; they are re-applied one at a time, so that the error names the transaction that raises it.",
+					 LSN_FORMAT_ARGS(first_lsn), LSN_FORMAT_ARGS(last_lsn))));
 	proc_exit(1);
 }
 
@@ -290,15 +295,13 @@ commit_group(const PaMsgCommit *commit)
 	}
 	else
 	{
-		MemoryContext cxt = CurrentMemoryContext;
-
 		PG_TRY();
 		{
 			local_end = pa_commit_group(group_first, group_last, commit);
 		}
 		PG_CATCH();
 		{
-			group_commit_failed(cxt, n);
+			group_commit_failed(n);
 		}
 		PG_END_TRY();
 	}

@@ -54,7 +54,7 @@ SKIP:
 		qr/DETAIL:  It could not connect to database "nosuchdb" named by parallel_apply\.database\.$/m,
 		'attach: DETAIL names the database and the setting');
 	like($err,
-		qr/HINT:  Set parallel_apply\.database to an existing database and restart the server\.$/m,
+		qr/HINT:  Create that database, or set parallel_apply\.database to an existing one and restart the server\.$/m,
 		'attach: HINT says what to do')
 	  or diag("attach stderr: $err");
 }

@@ -98,7 +98,7 @@ SKIP:
 		my ($out, $err) = ('', '');
 		my $ret = $sub->psql('postgres', $drop, stdout => \$out, stderr => \$err);
 		ok( $ret != 0
-			  && $err =~ /ERROR:  cannot drop extension parallel_apply while subscription "sub" is attached$/m
+			  && $err =~ /ERROR:  cannot drop extension "parallel_apply" while subscription "sub" is attached$/m
 			  && $err =~ /HINT:  Detach it with parallel_apply\.detach\(\) or drop the subscription first\.$/m,
 			"$drop is refused while sub is attached, with the hint")
 		  or diag("exit code $ret, stderr: $err");

@@ -82,6 +82,8 @@ our @EXPORT = qw(
   pa_log_engine_errors
   pa_engine_procs
   pa_wait_no_engine_procs
+  pa_rel_stat
+  pa_rel_stats_all
 );
 
 # True unless PA_NO_ENGINE is set: tests then run against parallel_apply.
@@ -1160,6 +1162,46 @@ sub pa_wait_no_engine_procs
 SELECT count(*) FROM pg_stat_activity
 WHERE backend_type IN ('parallel_apply leader', 'parallel_apply worker')},
 		'0', $seconds);
+}
+
+=pod
+
+=item pa_rel_stat($sub, $subname, $rel, $cols)
+
+Columns $cols (default 'lookup_index, rows_looked_up, rows_not_found,
+seq_scans') of the row of parallel_apply.stat_relations for subscription
+$subname and relation $rel (a name regclass accepts), joined by '|' (a NULL
+lookup_index is ''); '' when there is no row; undef with PA_NO_ENGINE.
+
+=cut
+
+sub pa_rel_stat
+{
+	my ($sub, $subname, $rel, $cols, $db) = @_;
+	return undef unless pa_engine();
+	$cols //= 'lookup_index, rows_looked_up, rows_not_found, seq_scans';
+	return $sub->safe_psql($db // 'postgres',
+		"SELECT $cols FROM parallel_apply.stat_relations WHERE subname = '$subname' AND relid = '$rel'::regclass"
+	);
+}
+
+=pod
+
+=item pa_rel_stats_all($sub, $subname)
+
+All rows of parallel_apply.stat_relations for $subname as text, one line per
+relation ordered by name (relid|replica_identity|lookup_index|rows_looked_up|
+rows_not_found|seq_scans), for notes and diagnostics; '' with PA_NO_ENGINE.
+
+=cut
+
+sub pa_rel_stats_all
+{
+	my ($sub, $subname, $db) = @_;
+	return '' unless pa_engine();
+	return $sub->safe_psql($db // 'postgres',
+		"SELECT relid, replica_identity, lookup_index, rows_looked_up, rows_not_found, seq_scans FROM parallel_apply.stat_relations WHERE subname = '$subname' ORDER BY relid::text"
+	);
 }
 
 1;
