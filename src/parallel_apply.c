@@ -223,6 +223,8 @@ pa_stop_pending(Oid subid)
 void
 pa_sub_reset(PaSub *sub)
 {
+	int			i;
+
 	pg_atomic_write_u64(&sub->received_lsn, 0);
 	pg_atomic_write_u64(&sub->applied_lsn, 0);
 	pg_atomic_write_u64(&sub->flushed_lsn, 0);
@@ -233,6 +235,8 @@ pa_sub_reset(PaSub *sub)
 	pg_atomic_write_u64(&sub->serial_retries, 0);
 	pg_atomic_write_u64(&sub->restarts, 0);
 	pg_atomic_write_u64(&sub->paced_reads, 0);
+	for (i = 0; i < PA_MAX_WORKERS; i++)
+		pg_atomic_write_u64(&sub->workers[i].applied, 0);
 	sub->restart_now = false;
 }
 

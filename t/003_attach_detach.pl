@@ -204,7 +204,7 @@ sub wait_progress
 # --- enabling the subscription by hand while attached
 SKIP:
 {
-	skip 'PA_NO_ENGINE set', 15 unless pa_engine();
+	skip 'PA_NO_ENGINE set', 16 unless pa_engine();
 
 	my $logpos = pa_log_pos($sub);
 	my $leader = $sub->safe_psql('postgres',
@@ -253,6 +253,14 @@ SKIP:
 		'f',
 		'attached again after stepping aside');
 	load_and_check('attached after stepping aside', 600);
+
+	# the workers' counts start at attach, as the subscription's does
+	is( $sub->safe_psql('postgres', q{
+SELECT (SELECT sum(transactions_applied) FROM parallel_apply.stat_workers
+        WHERE subname = 'sub' AND worker_type = 'apply') =
+       (SELECT transactions_applied FROM parallel_apply.stat_subscription
+        WHERE subname = 'sub')}),
+		't', 'stat_workers counts since attach, as stat_subscription does');
 }
 
 # --- DROP SUBSCRIPTION of an attached subscription

@@ -85,10 +85,9 @@ is($sub->safe_psql('postgres', $builtin_q), '0', 'no built-in apply worker runs 
 # nothing is applied, nor confirmed to the publisher
 my $before = $pub->safe_psql('postgres', 'SELECT pg_current_wal_lsn()');
 $pub->safe_psql('postgres', "INSERT INTO tab VALUES ($_)") for 2 .. 6;
-my $c1 = $sub->safe_psql('postgres', $count_q);
-sleep 2;	# nothing may happen meanwhile: the wait is the assertion
-my $c2 = $sub->safe_psql('postgres', $count_q);
-is("$c1 $c2", '1 1', 'rows inserted while paused do not arrive (checked twice, 2 s apart)');
+# a negative check: poll for 2 s for the rows, and fail as soon as they come
+ok(!pa_wait_until(2, sub { $sub->safe_psql('postgres', $count_q) ne '1' }),
+	'rows inserted while paused do not arrive (polled for 2 s)');
 is($pub->safe_psql('postgres',
 	"SELECT confirmed_flush_lsn <= '$before' FROM pg_replication_slots WHERE slot_name = 'sub'"),
 	't', "the slot's confirmed_flush_lsn does not pass the inserts");
@@ -100,10 +99,11 @@ is($sub->safe_psql('postgres', $state_q), 'paused', 'still paused');
 # a restart keeps it paused
 $sub->restart;
 ok(pa_poll_for($sub, $state_q, 'paused', 10), "paused after a restart");
-$c1 = $sub->safe_psql('postgres', $count_q);
-sleep 2;	# the launcher has run meanwhile; it must not start the engine
-$c2 = $sub->safe_psql('postgres', $count_q);
-is("$c1 $c2", '1 1', 'rows still absent after the restart');
+# the launcher runs at start-up: it must not start the engine (polled for 2 s)
+ok(!pa_wait_until(2, sub {
+	$sub->safe_psql('postgres', $count_q) ne '1' ||
+	  $sub->safe_psql('postgres', $engine_procs_q) ne '0' }),
+	'rows still absent, and no engine process, after the restart');
 is($sub->safe_psql('postgres', $engine_procs_q), '0', 'no leader or worker after the restart');
 is($sub->safe_psql('postgres', $state_q), 'paused', 'still paused after the restart');
 

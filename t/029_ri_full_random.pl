@@ -21,8 +21,7 @@
 #
 # All FULL on the publisher, nothing on the subscriber but those indexes.
 # For each seed (at least 3: PA_SEED="s1,s2,s3", or PA_SEED=s for s, s+1,
-# s+2; random and printed otherwise; t/run.sh does not pass PA_SEED on, so
-# set it when running prove directly) Perl draws 12 pgbench scripts, each one
+# s+2; random and printed otherwise; t/run.sh passes PA_SEED on) Perl draws 12 pgbench scripts, each one
 # transaction of 1-5 changes: an INSERT first (so no transaction is empty),
 # then random INSERTs, exact duplicates of existing rows, UPDATEs and
 # DELETEs of one copy (by ctid), of all copies, of the indexed column (to

@@ -39,6 +39,8 @@
 #                           (default 1080); TAP files that would start after it
 #                           is used up are reported as not run (failure)
 #   PA_PROVE_VERBOSE=1      prove -v
+#   PA_RANDOM_SEEDS="1,2"   seeds of t/101_random.pl; PA_SEED="s" or "s1,s2,s3"
+#                           seeds of t/029_ri_full_random.pl (random otherwise)
 set -uo pipefail
 
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -116,6 +118,8 @@ as_user() {
 		"PG_TEST_TIMEOUT_DEFAULT=${PG_TEST_TIMEOUT_DEFAULT:-120}"
 		"PA_NO_ENGINE=${PA_NO_ENGINE:-}"
 		"PA_LOAD_SECONDS=${PA_LOAD_SECONDS:-}"
+		"PA_RANDOM_SEEDS=${PA_RANDOM_SEEDS:-}"
+		"PA_SEED=${PA_SEED:-}"
 		"TMPDIR=/tmp"
 	)
 	if [ -n "$RUNAS" ]; then
