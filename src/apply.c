@@ -625,9 +625,10 @@ close_indices(ResultRelInfo *relinfo, bool opened)
 
 /*
  * Find the local row matching remoteslot (local rowtype) through the
- * replica identity index or primary key, or by a sequential scan comparing
- * whole rows when there is neither (REPLICA IDENTITY FULL).  The row is
- * locked; on success *localslot holds it.
+ * replica identity index or primary key, or, when there is neither
+ * (REPLICA IDENTITY FULL), through the best usable index or a scan,
+ * comparing whole rows (src/lookup.c).  The row is locked; on success
+ * *localslot holds it.
  */
 static bool
 FindReplTupleInLocalRel(EState *estate, Relation localrel,

@@ -734,6 +734,8 @@ pa_object_access(ObjectAccessType access, Oid classId, Oid objectId,
 		List	   *names;
 		List	   *oids;
 
+		/* in the order of the others: pg_subscription, then the markers */
+		LockRelationOid(SubscriptionRelationId, AccessShareLock);
 		pa_lock_markers();		/* an attach in progress commits first */
 		oids = attached_here(&names, NULL);
 		if (oids != NIL)
