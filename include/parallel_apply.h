@@ -128,7 +128,8 @@ typedef struct PaSub
 	/* protected by PaShared->lock */
 	bool		in_use;
 	Oid			subid;
-	bool		stop_requested; /* detach or drop in progress */
+	bool		stop_requested; /* a stop is pending (PaShared.stopping
+								 * says so too): what the leader checks */
 	int			stop_requester; /* pid of the backend asking */
 
 	/*

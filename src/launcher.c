@@ -425,8 +425,7 @@ start_leaders(List *attached, TimestampTz now)
 			continue;
 		slotno = sub - pa_shared->subs;
 
-		if (sub->stop_requested || pa_stop_pending(a->subid) ||
-			lslots[slotno].handle != NULL)
+		if (pa_stop_pending(a->subid) || lslots[slotno].handle != NULL)
 			continue;
 		if (pa_sub_has_processes(sub))
 		{
