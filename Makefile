@@ -13,6 +13,7 @@ OBJS = \
 	src/commit.o \
 	src/apply.o \
 	src/lookup.o \
+	src/conflict.o \
 	src/relmap.o \
 	src/sqlapi.o
 

@@ -56,7 +56,7 @@ parallel_apply with 1..N workers.  Builds throw-away clusters on 127.0.0.1.
   --clients N          pgbench clients on the publisher (default $CLIENTS)
   --txns N             transactions in the backlog, split over the clients
                        (default $TXNS; rounded down to a multiple of --clients)
-  --script S           tpcb-like | simple-update | hot (default $SCRIPT)
+  --script S           tpcb-like | simple-update | hot | insert (default $SCRIPT)
                        hot: each transaction updates one of --hot-rows
                        pgbench_accounts rows and inserts a history row
   --hot-rows N         number of hot rows for --script hot (default $HOT_ROWS)
@@ -110,7 +110,7 @@ check_uints SCALE CLIENTS TXNS HOT_ROWS REPEAT PUB_PORT SUB_PORT TIMEOUT SYNC_TI
 [ "$SCALE" -ge 1 ] && [ "$CLIENTS" -ge 1 ] && [ "$REPEAT" -ge 1 ] && [ "$HOT_ROWS" -ge 1 ] ||
 	die "--scale, --clients, --repeat and --hot-rows must be >= 1"
 case "$SYNC_COMMIT" in on|off) ;; *) die "--sync-commit must be on or off" ;; esac
-case "$SCRIPT" in tpcb-like|simple-update|hot) ;; *) die "--script must be tpcb-like, simple-update or hot" ;; esac
+case "$SCRIPT" in tpcb-like|simple-update|hot|insert) ;; *) die "--script must be tpcb-like, simple-update, hot or insert" ;; esac
 for w in $WORKERS; do
 	is_uint "$w" && [ "$w" -ge 1 ] || die "--workers: '$w' is not a positive integer"
 done
@@ -182,8 +182,21 @@ INSERT INTO pgbench_history (tid, bid, aid, delta, mtime) VALUES (:tid, :bid, :a
 END;
 EOF
 chmod 644 "$HOT_FILE"
+# insert: one INSERT per transaction into pgbench_history, which this script
+# gives a primary key (hid) on both sides, so every applied row goes through
+# a unique index's check (and the engine's conflict detection)
+INSERT_FILE="$WORK/insert.sql"
+cat >"$INSERT_FILE" <<EOF
+\set aid random(1, 100000 * :scale)
+\set bid random(1, 1 * :scale)
+\set tid random(1, 10 * :scale)
+\set delta random(-5000, 5000)
+INSERT INTO pgbench_history (tid, bid, aid, delta, mtime) VALUES (:tid, :bid, :aid, :delta, CURRENT_TIMESTAMP);
+EOF
+chmod 644 "$INSERT_FILE"
 case "$SCRIPT" in
 	hot) PGBENCH_SCRIPT=(-f "$HOT_FILE") ;;
+	insert) PGBENCH_SCRIPT=(-f "$INSERT_FILE") ;;
 	*) PGBENCH_SCRIPT=(-b "$SCRIPT") ;;
 esac
 
@@ -258,8 +271,12 @@ run_mode() {	# run_mode MODE WORKERS RUN
 	if [ "$PRELOAD" = 1 ]; then
 		sub "CREATE EXTENSION parallel_apply"
 	fi
+	if [ "$SCRIPT" = insert ]; then
+		pub "ALTER TABLE pgbench_history ADD COLUMN hid bigserial PRIMARY KEY"
+		sub "ALTER TABLE pgbench_history ADD COLUMN hid bigint PRIMARY KEY"
+	fi
 
-	# pgbench_history has no primary key: it is insert-only, which the
+	# pgbench_history has no primary key (but with --script insert): it is insert-only, which the
 	# default replica identity publishes fine.
 	pub "$MARKER_PUB_SQL"
 	sub "$MARKER_SUB_SQL"

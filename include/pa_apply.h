@@ -18,6 +18,7 @@
 #define PA_APPLY_H
 
 #include "access/xlogdefs.h"
+#include "datatype/timestamp.h"
 #include "lib/stringinfo.h"
 #include "replication/logicalproto.h"
 
@@ -49,8 +50,20 @@ extern PGDLLIMPORT Oid pa_apply_subid;
  */
 extern PGDLLIMPORT uint64 pa_apply_predecessor;
 
+/*
+ * The publisher's commit time of the remote transaction being applied (set
+ * by the worker loop at BEGIN), and how many of its row-level changes
+ * (INSERT, UPDATE, DELETE, TRUNCATE) the applier has begun so far (reset
+ * to 0 by the worker loop at BEGIN): a conflict's place in the history.
+ */
+extern PGDLLIMPORT TimestampTz pa_apply_commit_time;
+extern PGDLLIMPORT int pa_apply_change;
+
 /* errcontext callback; push it with arg NULL around message processing */
 extern void pa_apply_error_callback(void *arg);
+
+/* what that callback adds, palloc'd; NULL outside a message */
+extern char *pa_apply_error_context(void);
 
 /*
  * Once per worker process, after the database connection is made and

@@ -46,6 +46,7 @@
 									 * completed, per subscription */
 #define PA_CHUNK_SIZE		8192	/* bytes per queue chunk, header included */
 #define PA_MAX_STOPPING		64	/* stop requests pending at a time */
+#define PA_NUM_CONFLICT_TYPES	7	/* PaConflictType (pa_conflict.h) */
 
 /* name of the replication origin that marks a subscription as attached */
 #define PA_ATTACH_MARKER_FMT "parallel_apply_attached_%u"
@@ -112,6 +113,9 @@ typedef struct PaWorker
 	bool		group_failed;	/* it failed committing a group of several
 								 * transactions: which one raised the error
 								 * is not known (worker) */
+	bool		conflict_failed;	/* its error was a conflict, met once
+									 * every earlier transaction had
+									 * committed (worker) */
 	pg_atomic_uint64 applied;	/* transactions committed (worker) */
 	pg_atomic_uint32 sleeping;	/* waits for its queue: wake it (worker) */
 } PaWorker;
@@ -172,6 +176,13 @@ typedef struct PaSub
 	pg_atomic_uint64 restarts;
 	pg_atomic_uint64 paced_reads;	/* pauses of paced reads (leader.c) */
 
+	/*
+	 * conflicts met, per PaConflictType (workers), and when they were last
+	 * reset to zero, 0 if never (backends: reset_subscription_stats())
+	 */
+	pg_atomic_uint64 conflicts[PA_NUM_CONFLICT_TYPES];
+	pg_atomic_uint64 conflicts_reset;
+
 	/* queues; see pa_queue.h */
 	struct __cds_wfcq_head free_head;	/* free chunks: workers -> leader */
 	struct cds_wfcq_tail free_tail;
@@ -229,6 +240,7 @@ extern int	pa_synccommit_level(const char *value);
 /* sqlapi.c */
 extern void pa_sqlapi_init(void);
 extern void pa_lock_markers(void);
+extern Oid	pa_extension_schema(Oid extoid, Oid *owner);
 
 /* launcher.c */
 extern void pa_launcher_register(void);

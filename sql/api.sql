@@ -12,11 +12,13 @@ SELECT p.proname, pg_get_function_result(p.oid) AS result, p.prosecdef,
        p.proisstrict
 FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
 WHERE n.nspname = 'parallel_apply'
-  AND p.proname IN ('attach', 'detach', 'pause', 'resume')
+  AND p.proname IN ('attach', 'detach', 'pause', 'resume',
+                    'reset_subscription_stats')
 ORDER BY 1;
 SELECT c.relname, c.relkind
 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-WHERE n.nspname = 'parallel_apply' AND c.relname LIKE 'stat%'
+WHERE n.nspname = 'parallel_apply'
+  AND (c.relname LIKE 'stat%' OR c.relname LIKE 'conflict%')
 ORDER BY 1;
 
 -- view columns
@@ -32,17 +34,32 @@ SELECT attname, format_type(atttypid, atttypmod) AS type
 FROM pg_attribute
 WHERE attrelid = 'parallel_apply.stat_relations'::regclass AND attnum > 0
 ORDER BY attnum;
+SELECT attname, format_type(atttypid, atttypmod) AS type
+FROM pg_attribute
+WHERE attrelid = 'parallel_apply.stat_conflicts'::regclass AND attnum > 0
+ORDER BY attnum;
+SELECT attname, format_type(atttypid, atttypmod) AS type, attnotnull
+FROM pg_attribute
+WHERE attrelid = 'parallel_apply.conflict_history'::regclass AND attnum > 0
+ORDER BY attnum;
+-- only superusers read the history unless granted; pg_dump keeps its rows
+SELECT relacl FROM pg_class WHERE oid = 'parallel_apply.conflict_history'::regclass;
+SELECT extconfig = ARRAY['parallel_apply.conflict_history'::regclass::oid] AS dumped
+FROM pg_extension WHERE extname = 'parallel_apply';
 
 -- nothing attached yet
 SELECT * FROM parallel_apply.stat_subscription;
 SELECT * FROM parallel_apply.stat_workers;
 SELECT * FROM parallel_apply.stat_relations;
+SELECT * FROM parallel_apply.stat_conflicts;
 
 -- GUC defaults
 SHOW parallel_apply.workers;
 SHOW parallel_apply.queue_memory;
 SHOW parallel_apply.retry_interval;
 SHOW parallel_apply.ri_full_index;
+SHOW parallel_apply.conflict_log;
+ALTER SYSTEM SET parallel_apply.conflict_log = nowhere;
 ALTER SYSTEM SET parallel_apply.ri_full_index = sometimes;
 SELECT name, min_val, max_val
 FROM pg_settings WHERE name = 'parallel_apply.workers';
@@ -59,6 +76,8 @@ SELECT parallel_apply.attach(NULL);
 SELECT parallel_apply.detach(NULL);
 SELECT parallel_apply.pause(NULL);
 SELECT parallel_apply.resume(NULL);
+SELECT parallel_apply.reset_subscription_stats('nosuch');
+SELECT parallel_apply.reset_subscription_stats(NULL);
 
 -- no replication slot
 CREATE SUBSCRIPTION regress_pa_noslot
@@ -138,7 +157,24 @@ SET ROLE regress_pa_user;
 SELECT parallel_apply.detach('regress_pa_ok');
 SELECT parallel_apply.pause('regress_pa_ok');
 SELECT parallel_apply.resume('regress_pa_ok');
+SELECT parallel_apply.reset_subscription_stats('regress_pa_ok');
+SELECT count(*) FROM parallel_apply.conflict_history;
 RESET ROLE;
+
+-- conflict counters: zero after attach; a reset zeroes them and says when
+SELECT subname, confl_insert_exists, confl_update_origin_differs,
+       confl_update_exists, confl_update_missing, confl_delete_origin_differs,
+       confl_delete_missing, confl_multiple_unique_conflicts,
+       stats_reset IS NULL AS never_reset
+FROM parallel_apply.stat_conflicts;
+SELECT parallel_apply.reset_subscription_stats('regress_pa_ok');
+SELECT subname, confl_insert_exists + confl_update_origin_differs +
+       confl_update_exists + confl_update_missing +
+       confl_delete_origin_differs + confl_delete_missing +
+       confl_multiple_unique_conflicts AS conflicts,
+       stats_reset > now() - interval '1 hour' AS reset_now
+FROM parallel_apply.stat_conflicts;
+SELECT parallel_apply.reset_subscription_stats('regress_pa_m1');
 
 -- pause and resume
 SELECT parallel_apply.resume('regress_pa_ok');

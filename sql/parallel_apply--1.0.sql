@@ -110,6 +110,75 @@ CREATE VIEW @extschema@.stat_relations AS
 COMMENT ON VIEW @extschema@.stat_relations IS
 'one row per (attached subscription, local relation) in which a worker looked rows up: how it finds them and how often';
 
+CREATE FUNCTION @extschema@.stat_conflicts_internal(
+	OUT subid oid,
+	OUT subname name,
+	OUT confl_insert_exists bigint,
+	OUT confl_update_origin_differs bigint,
+	OUT confl_update_exists bigint,
+	OUT confl_update_missing bigint,
+	OUT confl_delete_origin_differs bigint,
+	OUT confl_delete_missing bigint,
+	OUT confl_multiple_unique_conflicts bigint,
+	OUT stats_reset timestamptz)
+RETURNS SETOF record
+AS 'MODULE_PATHNAME', 'pa_stat_conflicts'
+LANGUAGE C STRICT VOLATILE;
+
+CREATE VIEW @extschema@.stat_conflicts AS
+	SELECT * FROM @extschema@.stat_conflicts_internal();
+
+COMMENT ON VIEW @extschema@.stat_conflicts IS
+'one row per subscription of this database attached to parallel_apply: the conflicts its workers met, per type, as PostgreSQL 18''s pg_stat_subscription_stats counts them (kept in shared memory: across engine restarts, not server restarts)';
+
+-- not STRICT: a NULL name is an error
+CREATE FUNCTION @extschema@.reset_subscription_stats(subscription name)
+RETURNS void
+AS 'MODULE_PATHNAME', 'pa_reset_subscription_stats'
+LANGUAGE C VOLATILE;
+
+COMMENT ON FUNCTION @extschema@.reset_subscription_stats(name) IS
+'set the conflict counters of an attached subscription to zero (its owner or a superuser)';
+
+-- One row per conflict: (subscription, finish LSN, change, type, index).
+-- Written by the apply workers, as superuser, in a transaction of their
+-- own; a transaction that meets the same conflict again (a retry) counts
+-- an attempt.  Purge it with DELETE (README, "Conflicts").
+CREATE TABLE @extschema@.conflict_history (
+	time timestamptz NOT NULL,
+	last_time timestamptz NOT NULL,
+	attempts integer NOT NULL,
+	subid oid NOT NULL,
+	subname name NOT NULL,
+	relid oid NOT NULL,
+	relation text NOT NULL,
+	conflict_type text NOT NULL,
+	index_name text,
+	remote_xid xid NOT NULL,
+	finish_lsn pg_lsn NOT NULL,
+	change integer NOT NULL,
+	remote_commit_time timestamptz,
+	local_origin text,
+	local_xid xid,
+	local_commit_time timestamptz,
+	key jsonb,
+	local_row jsonb,
+	remote_row jsonb,
+	replica_identity jsonb,
+	resolution text NOT NULL
+);
+
+CREATE UNIQUE INDEX conflict_history_conflict ON @extschema@.conflict_history
+	(subid, finish_lsn, change, conflict_type, (coalesce(index_name, '')));
+
+CREATE INDEX conflict_history_time ON @extschema@.conflict_history (time);
+
+COMMENT ON TABLE @extschema@.conflict_history IS
+'the conflicts parallel_apply met: one row per (subscription, finish_lsn, change, conflict_type, index_name), with attempts counting how often it was met';
+
+-- pg_dump keeps its rows
+SELECT pg_catalog.pg_extension_config_dump('@extschema@.conflict_history', '');
+
 GRANT USAGE ON SCHEMA @extschema@ TO PUBLIC;
 GRANT SELECT ON @extschema@.stat_subscription, @extschema@.stat_workers,
-	@extschema@.stat_relations TO PUBLIC;
+	@extschema@.stat_relations, @extschema@.stat_conflicts TO PUBLIC;

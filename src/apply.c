@@ -27,7 +27,12 @@
  *	  belong to the worker loop.
  *	- A local row that UPDATE or DELETE cannot find is looked for again once
  *	  every transaction before the worker's open group has committed, then
- *	  skipped with PostgreSQL 15's DEBUG1 message.
+ *	  skipped and reported as PostgreSQL 18 does (update_missing,
+ *	  delete_missing); the other conflicts are found and reported by
+ *	  conflict.c, at the places PostgreSQL 18 looks for them: the origin of
+ *	  a found row before it is changed, and a unique key when inserting the
+ *	  new row's index entries flagged it as possibly taken
+ *	  (insert_index_entries).
  *
  *-------------------------------------------------------------------------
  */
@@ -44,6 +49,7 @@
 #include "commands/trigger.h"
 #include "executor/execPartition.h"
 #include "executor/executor.h"
+#include "executor/nodeModifyTable.h"
 #include "libpq/pqformat.h"
 #include "miscadmin.h"
 #include "nodes/makefuncs.h"
@@ -59,12 +65,15 @@
 
 #include "pa_apply.h"
 #include "pa_commit.h"
+#include "pa_conflict.h"
 #include "pa_lookup.h"
 #include "pa_relmap.h"
 
 PaErrorContext pa_errctx;
 Oid			pa_apply_subid = InvalidOid;
 uint64		pa_apply_predecessor = 0;
+TimestampTz pa_apply_commit_time = 0;
+int			pa_apply_change = 0;
 
 static MemoryContext ApplyMessageContext = NULL;
 
@@ -103,8 +112,21 @@ static bool FindReplTupleInLocalRel(EState *estate, Relation localrel,
 									LogicalRepRelation *remoterel,
 									TupleTableSlot *remoteslot,
 									TupleTableSlot **localslot);
-static void report_missing_row(Relation localrel, CmdType operation,
-							   bool partition);
+static TupleTableSlot *remote_new_row(EState *estate, Relation localrel,
+									  PaRelMapEntry *rel,
+									  LogicalRepTupleData *newtup);
+static void finish_new_row(ResultRelInfo *relinfo, EState *estate,
+						   TupleTableSlot *slot, CmdType cmd);
+static List *insert_index_entries(ResultRelInfo *relinfo, EState *estate,
+								  TupleTableSlot *slot,
+								  TupleTableSlot *searchslot, bool update);
+static void insert_row(ResultRelInfo *relinfo, EState *estate,
+					   TupleTableSlot *slot);
+static void update_row(ResultRelInfo *relinfo, EState *estate,
+					   EPQState *epqstate, TupleTableSlot *localslot,
+					   TupleTableSlot *slot, TupleTableSlot *searchslot);
+static void delete_row(ResultRelInfo *relinfo, EState *estate,
+					   TupleTableSlot *localslot);
 static void apply_handle_relation(StringInfo s);
 static void apply_handle_type(StringInfo s);
 static void apply_handle_insert(StringInfo s);
@@ -115,7 +137,8 @@ static void apply_insert_internal(PaExecData *edata, ResultRelInfo *relinfo,
 								  TupleTableSlot *remoteslot);
 static void apply_update_internal(PaExecData *edata, ResultRelInfo *relinfo,
 								  TupleTableSlot *remoteslot,
-								  LogicalRepTupleData *newtup);
+								  LogicalRepTupleData *newtup,
+								  PaRelMapEntry *relmapentry);
 static void apply_delete_internal(PaExecData *edata, ResultRelInfo *relinfo,
 								  TupleTableSlot *remoteslot);
 static void apply_tuple_routing(PaExecData *edata,
@@ -170,6 +193,8 @@ pa_apply_message(StringInfo s)
 
 	action = (LogicalRepMsgType) pq_getmsgbyte(s);
 	pa_errctx.command = action;
+	if (action != LOGICAL_REP_MSG_RELATION && action != LOGICAL_REP_MSG_TYPE)
+		pa_apply_change++;
 
 	switch (action)
 	{
@@ -208,17 +233,17 @@ pa_apply_message(StringInfo s)
 }
 
 /*
- * Error context callback, PostgreSQL 15's wording; parts that are not set
- * are left out.
+ * The error context line, PostgreSQL 15's wording (parts that are not set
+ * are left out), palloc'd; NULL when no message is being processed.
  */
-void
-pa_apply_error_callback(void *arg)
+char *
+pa_apply_error_context(void)
 {
 	PaErrorContext *ctx = &pa_errctx;
 	StringInfoData buf;
 
 	if (ctx->command == 0)
-		return;
+		return NULL;
 
 	initStringInfo(&buf);
 	appendStringInfoString(&buf, "processing remote data");
@@ -241,9 +266,19 @@ pa_apply_error_callback(void *arg)
 			appendStringInfo(&buf, ", finished at %X/%X",
 							 LSN_FORMAT_ARGS(ctx->finish_lsn));
 	}
+	return buf.data;
+}
 
-	errcontext("%s", buf.data);
-	pfree(buf.data);
+/* Error context callback: pa_apply_error_context() */
+void
+pa_apply_error_callback(void *arg)
+{
+	char	   *context = pa_apply_error_context();
+
+	if (context == NULL)
+		return;
+	errcontext("%s", context);
+	pfree(context);
 }
 
 /*
@@ -656,43 +691,159 @@ find_local_row(EState *estate, Relation localrel,
 			   TupleTableSlot **localslot)
 {
 	/* read before the lookup: a commit just after it must count */
-	bool		before_committed = (pa_apply_predecessor == 0 ||
-									pa_is_committed(pa_apply_predecessor));
+	bool		before_committed = pa_predecessors_committed();
 
 	if (FindReplTupleInLocalRel(estate, localrel, remoterel, remoteslot,
 								localslot))
 		return true;
 	if (before_committed)
 		return false;
-	(void) pa_wait_for_commit(pa_apply_predecessor);
+	pa_wait_predecessors();
 	return FindReplTupleInLocalRel(estate, localrel, remoterel, remoteslot,
 								   localslot);
 }
 
 /*
- * The row to update or delete is not there: skip the change and say so, in
- * PostgreSQL 15's words and at its level.
+ * The remote new row of an UPDATE as the publisher sent it (a column it
+ * did not send, unchanged TOAST included, is NULL), for a conflict report.
+ */
+static TupleTableSlot *
+remote_new_row(EState *estate, Relation localrel, PaRelMapEntry *rel,
+			   LogicalRepTupleData *newtup)
+{
+	TupleTableSlot *slot = ExecInitExtraTupleSlot(estate,
+												  RelationGetDescr(localrel),
+												  &TTSOpsVirtual);
+	MemoryContext oldctx = MemoryContextSwitchTo(GetPerTupleMemoryContext(estate));
+
+	slot_store_data(slot, rel, newtup);
+	MemoryContextSwitchTo(oldctx);
+	return slot;
+}
+
+/*
+ * The row about to be written, after BEFORE ROW triggers: its generated
+ * columns and its constraints.
  */
 static void
-report_missing_row(Relation localrel, CmdType operation, bool partition)
+finish_new_row(ResultRelInfo *relinfo, EState *estate, TupleTableSlot *slot,
+			   CmdType cmd)
 {
-	const char *relname = RelationGetRelationName(localrel);
+	Relation	rel = relinfo->ri_RelationDesc;
 
-	if (operation == CMD_UPDATE && !partition)
-		elog(DEBUG1,
-			 "logical replication did not find row to be updated "
-			 "in replication target relation \"%s\"", relname);
-	else if (operation == CMD_UPDATE)
-		elog(DEBUG1,
-			 "logical replication did not find row to be updated "
-			 "in replication target relation's partition \"%s\"", relname);
-	else
-	{
-		/* a DELETE routed to a partition names the partition as its target */
-		elog(DEBUG1,
-			 "logical replication did not find row to be deleted "
-			 "in replication target relation \"%s\"", relname);
-	}
+	if (rel->rd_att->constr && rel->rd_att->constr->has_generated_stored)
+		ExecComputeStoredGenerated(relinfo, estate, slot, cmd);
+	if (rel->rd_att->constr)
+		ExecConstraints(relinfo, slot, estate);
+	if (rel->rd_rel->relispartition)
+		ExecPartitionCheck(relinfo, slot, estate, true);
+}
+
+/*
+ * The index entries of the row just written, with PostgreSQL 18's conflict
+ * check: the unique, immediate indexes are the arbiters of a no-error
+ * insertion (as ON CONFLICT's), which flags a possible duplicate instead of
+ * raising it; only then does conflict.c look for the other row, report the
+ * conflict and raise the ERROR.  A row without a duplicate pays nothing
+ * more than before.  Returns the indexes to recheck, for AFTER triggers.
+ */
+static List *
+insert_index_entries(ResultRelInfo *relinfo, EState *estate,
+					 TupleTableSlot *slot, TupleTableSlot *searchslot,
+					 bool update)
+{
+	List	   *arbiters = pa_conflict_indexes(relinfo);
+	List	   *recheck;
+	bool		conflict = false;
+
+	recheck = ExecInsertIndexTuples(relinfo, slot, estate, update,
+									arbiters != NIL, &conflict, arbiters);
+	if (conflict)
+		pa_check_unique(estate, relinfo, slot, recheck, searchslot, update);
+	list_free(arbiters);
+	return recheck;
+}
+
+/*
+ * ExecSimpleRelationInsert(), with the unique-key conflict check of
+ * PostgreSQL 18 (insert_index_entries).
+ */
+static void
+insert_row(ResultRelInfo *relinfo, EState *estate, TupleTableSlot *slot)
+{
+	Relation	rel = relinfo->ri_RelationDesc;
+	List	   *recheck = NIL;
+
+	/* As ExecSimpleRelationInsert(), for now only tables. */
+	Assert(rel->rd_rel->relkind == RELKIND_RELATION);
+
+	CheckCmdReplicaIdentity(rel, CMD_INSERT);
+
+	if (relinfo->ri_TrigDesc && relinfo->ri_TrigDesc->trig_insert_before_row &&
+		!ExecBRInsertTriggers(estate, relinfo, slot))
+		return;					/* a trigger said "do nothing" */
+
+	finish_new_row(relinfo, estate, slot, CMD_INSERT);
+
+	simple_table_tuple_insert(rel, slot);
+	if (relinfo->ri_NumIndices > 0)
+		recheck = insert_index_entries(relinfo, estate, slot, NULL, false);
+	ExecARInsertTriggers(estate, relinfo, slot, recheck, NULL);
+	list_free(recheck);
+}
+
+/*
+ * ExecSimpleRelationUpdate() of the locked row in localslot to slot, with
+ * the unique-key conflict check, as insert_row.  searchslot is what the
+ * row was searched by, for the report.
+ */
+static void
+update_row(ResultRelInfo *relinfo, EState *estate, EPQState *epqstate,
+		   TupleTableSlot *localslot, TupleTableSlot *slot,
+		   TupleTableSlot *searchslot)
+{
+	Relation	rel = relinfo->ri_RelationDesc;
+	ItemPointer tid = &localslot->tts_tid;
+	List	   *recheck = NIL;
+	bool		update_indexes;
+
+	/* As ExecSimpleRelationUpdate(): non-system tables only. */
+	Assert(rel->rd_rel->relkind == RELKIND_RELATION);
+	Assert(!IsCatalogRelation(rel));
+
+	CheckCmdReplicaIdentity(rel, CMD_UPDATE);
+
+	if (relinfo->ri_TrigDesc && relinfo->ri_TrigDesc->trig_update_before_row &&
+		!ExecBRUpdateTriggers(estate, epqstate, relinfo, tid, NULL, slot, NULL))
+		return;					/* a trigger said "do nothing" */
+
+	finish_new_row(relinfo, estate, slot, CMD_UPDATE);
+
+	simple_table_tuple_update(rel, tid, slot, estate->es_snapshot,
+							  &update_indexes);
+
+	/* a HOT update adds no index entries, so no key can collide */
+	if (relinfo->ri_NumIndices > 0 && update_indexes)
+		recheck = insert_index_entries(relinfo, estate, slot, searchslot,
+									   true);
+	ExecARUpdateTriggers(estate, relinfo, NULL, NULL, tid, NULL, slot,
+						 recheck, NULL, false);
+	list_free(recheck);
+}
+
+/* Delete the locked row in localslot, with its privilege check */
+static void
+delete_row(ResultRelInfo *relinfo, EState *estate, TupleTableSlot *localslot)
+{
+	EPQState	epqstate;
+
+	EvalPlanQualInit(&epqstate, estate, NULL, NIL, -1);
+	EvalPlanQualSetSlot(&epqstate, localslot);
+
+	/* ExecSimpleRelationDelete() runs CheckCmdReplicaIdentity() */
+	TargetPrivilegesCheck(relinfo->ri_RelationDesc, ACL_DELETE);
+	ExecSimpleRelationDelete(relinfo, estate, &epqstate, localslot);
+	EvalPlanQualEnd(&epqstate);
 }
 
 /*
@@ -772,7 +923,7 @@ apply_insert_internal(PaExecData *edata, ResultRelInfo *relinfo,
 	bool		opened = open_indices(relinfo);
 
 	TargetPrivilegesCheck(relinfo->ri_RelationDesc, ACL_INSERT);
-	ExecSimpleRelationInsert(relinfo, edata->estate, remoteslot);
+	insert_row(relinfo, edata->estate, remoteslot);
 
 	close_indices(relinfo, opened);
 }
@@ -839,7 +990,7 @@ apply_handle_update(StringInfo s)
 		apply_tuple_routing(edata, remoteslot, &newtup, CMD_UPDATE);
 	else
 		apply_update_internal(edata, edata->targetRelInfo, remoteslot,
-							  &newtup);
+							  &newtup, rel);
 
 	finish_edata(edata);
 	pa_rel_close(rel, NoLock);
@@ -847,42 +998,54 @@ apply_handle_update(StringInfo s)
 	end_replication_step();
 }
 
-/* Find the row remoteslot identifies in relinfo's relation and update it. */
+/*
+ * Find the row remoteslot identifies in relinfo's relation and update it
+ * with newtup.  relmapentry maps relinfo's relation to the remote one.
+ */
 static void
 apply_update_internal(PaExecData *edata, ResultRelInfo *relinfo,
-					  TupleTableSlot *remoteslot, LogicalRepTupleData *newtup)
+					  TupleTableSlot *remoteslot, LogicalRepTupleData *newtup,
+					  PaRelMapEntry *relmapentry)
 {
 	EState	   *estate = edata->estate;
-	PaRelMapEntry *relmapentry = edata->targetRel;
 	Relation	localrel = relinfo->ri_RelationDesc;
 	EPQState	epqstate;
 	TupleTableSlot *localslot;
 	bool		opened;
-	bool		found;
-	MemoryContext oldctx;
 
 	EvalPlanQualInit(&epqstate, estate, NULL, NIL, -1);
 	opened = open_indices(relinfo);
 
-	found = find_local_row(estate, localrel, relmapentry->remoterel,
-						   remoteslot, &localslot);
-	ExecClearTuple(remoteslot);
-
-	if (found)
+	if (find_local_row(estate, localrel, relmapentry->remoterel,
+					   remoteslot, &localslot))
 	{
+		TupleTableSlot *newslot;
+		MemoryContext oldctx;
+
+		if (pa_origin_differs(localslot))
+			pa_report_origin_differs(estate, relinfo,
+									 PA_CT_UPDATE_ORIGIN_DIFFERS, remoteslot,
+									 localslot,
+									 remote_new_row(estate, localrel,
+													relmapentry, newtup));
+
+		/* the new row; remoteslot stays the searched row, for reports */
+		newslot = ExecInitExtraTupleSlot(estate, RelationGetDescr(localrel),
+										 &TTSOpsVirtual);
 		oldctx = MemoryContextSwitchTo(GetPerTupleMemoryContext(estate));
-		slot_modify_data(remoteslot, localslot, relmapentry, newtup);
+		slot_modify_data(newslot, localslot, relmapentry, newtup);
 		MemoryContextSwitchTo(oldctx);
 
-		EvalPlanQualSetSlot(&epqstate, remoteslot);
+		EvalPlanQualSetSlot(&epqstate, newslot);
 
-		/* ExecSimpleRelationUpdate() runs CheckCmdReplicaIdentity() */
 		TargetPrivilegesCheck(localrel, ACL_UPDATE);
-		ExecSimpleRelationUpdate(relinfo, estate, &epqstate, localslot,
-								 remoteslot);
+		update_row(relinfo, estate, &epqstate, localslot, newslot,
+				   remoteslot);
 	}
 	else
-		report_missing_row(localrel, CMD_UPDATE, false);
+		pa_report_missing(estate, relinfo, PA_CT_UPDATE_MISSING, remoteslot,
+						  remote_new_row(estate, localrel, relmapentry,
+										 newtup));
 
 	close_indices(relinfo, opened);
 	EvalPlanQualEnd(&epqstate);
@@ -941,30 +1104,25 @@ apply_delete_internal(PaExecData *edata, ResultRelInfo *relinfo,
 {
 	EState	   *estate = edata->estate;
 	Relation	localrel = relinfo->ri_RelationDesc;
-	EPQState	epqstate;
 	TupleTableSlot *localslot;
 	bool		opened;
-	bool		found;
 
-	EvalPlanQualInit(&epqstate, estate, NULL, NIL, -1);
 	opened = open_indices(relinfo);
 
-	found = find_local_row(estate, localrel, edata->targetRel->remoterel,
-						   remoteslot, &localslot);
-	if (found)
+	if (find_local_row(estate, localrel, edata->targetRel->remoterel,
+					   remoteslot, &localslot))
 	{
-		EvalPlanQualSetSlot(&epqstate, localslot);
-
-		/* ExecSimpleRelationDelete() runs CheckCmdReplicaIdentity() */
-		TargetPrivilegesCheck(localrel, ACL_DELETE);
-		ExecSimpleRelationDelete(relinfo, estate, &epqstate, localslot);
+		if (pa_origin_differs(localslot))
+			pa_report_origin_differs(estate, relinfo,
+									 PA_CT_DELETE_ORIGIN_DIFFERS, remoteslot,
+									 localslot, NULL);
+		delete_row(relinfo, estate, localslot);
 	}
 	else
-		report_missing_row(localrel, CMD_DELETE,
-						   relinfo != edata->targetRelInfo);
+		pa_report_missing(estate, relinfo, PA_CT_DELETE_MISSING, remoteslot,
+						  NULL);
 
 	close_indices(relinfo, opened);
-	EvalPlanQualEnd(&epqstate);
 }
 
 /*
@@ -1059,23 +1217,36 @@ apply_tuple_routing(PaExecData *edata, TupleTableSlot *remoteslot,
 				ResultRelInfo *partrelinfo_new;
 				bool		found;
 
+				TupleTableSlot *newslot;
+
 				found = find_local_row(estate, partrel, part_entry->remoterel,
 									   remoteslot_part, &localslot);
 				if (!found)
 				{
-					report_missing_row(partrel, CMD_UPDATE, true);
+					pa_report_missing(estate, partrelinfo,
+									  PA_CT_UPDATE_MISSING, remoteslot_part,
+									  remote_new_row(estate, partrel,
+													 part_entry, newtup));
 					return;
 				}
+				if (pa_origin_differs(localslot))
+					pa_report_origin_differs(estate, partrelinfo,
+											 PA_CT_UPDATE_ORIGIN_DIFFERS,
+											 remoteslot_part, localslot,
+											 remote_new_row(estate, partrel,
+															part_entry,
+															newtup));
 
 				/* The new row, in the partition's rowtype. */
+				newslot = ExecInitExtraTupleSlot(estate,
+												 RelationGetDescr(partrel),
+												 &TTSOpsVirtual);
 				oldctx = MemoryContextSwitchTo(GetPerTupleMemoryContext(estate));
-				slot_modify_data(remoteslot_part, localslot, part_entry,
-								 newtup);
+				slot_modify_data(newslot, localslot, part_entry, newtup);
 				MemoryContextSwitchTo(oldctx);
 
 				if (!partrel->rd_rel->relispartition ||
-					ExecPartitionCheck(partrelinfo, remoteslot_part, estate,
-									   false))
+					ExecPartitionCheck(partrelinfo, newslot, estate, false))
 				{
 					/* Still fits this partition: a plain UPDATE. */
 					EPQState	epqstate;
@@ -1084,10 +1255,10 @@ apply_tuple_routing(PaExecData *edata, TupleTableSlot *remoteslot,
 					EvalPlanQualInit(&epqstate, estate, NULL, NIL, -1);
 					opened = open_indices(partrelinfo);
 
-					EvalPlanQualSetSlot(&epqstate, remoteslot_part);
+					EvalPlanQualSetSlot(&epqstate, newslot);
 					TargetPrivilegesCheck(partrel, ACL_UPDATE);
-					ExecSimpleRelationUpdate(partrelinfo, estate, &epqstate,
-											 localslot, remoteslot_part);
+					update_row(partrelinfo, estate, &epqstate, localslot,
+							   newslot, remoteslot_part);
 
 					close_indices(partrelinfo, opened);
 					EvalPlanQualEnd(&epqstate);
@@ -1108,12 +1279,12 @@ apply_tuple_routing(PaExecData *edata, TupleTableSlot *remoteslot,
 							convert_tuples_by_name(RelationGetDescr(partrel),
 												   RelationGetDescr(parentrel));
 						remoteslot = execute_attr_map_slot(PartitionToRootMap->attrMap,
-														   remoteslot_part,
+														   newslot,
 														   remoteslot);
 					}
 					else
 					{
-						remoteslot = ExecCopySlot(remoteslot, remoteslot_part);
+						remoteslot = ExecCopySlot(remoteslot, newslot);
 						slot_getallattrs(remoteslot);
 					}
 
@@ -1126,7 +1297,13 @@ apply_tuple_routing(PaExecData *edata, TupleTableSlot *remoteslot,
 					pa_check_target_rel(partrelinfo_new->ri_RelationDesc,
 										NULL, NULL);
 
-					apply_delete_internal(edata, partrelinfo, localslot);
+					/* the old row is found and locked: delete it */
+					{
+						bool		opened = open_indices(partrelinfo);
+
+						delete_row(partrelinfo, estate, localslot);
+						close_indices(partrelinfo, opened);
+					}
 
 					oldctx = MemoryContextSwitchTo(GetPerTupleMemoryContext(estate));
 					remoteslot_part = convert_to_partition(partrelinfo_new,

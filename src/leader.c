@@ -284,9 +284,15 @@ worker_failed(int i)
 	subscription_changed = true;
 	check_subscription(false);
 
-	if (pa_leader.mysub->disableonerr && pa_leader.started_serial &&
-		!sub->workers[i].group_failed &&
-		pg_atomic_read_u64(&sub->serial_until) != InvalidXLogRecPtr)
+	/*
+	 * An error that reproduced in serial apply, or a conflict (which a
+	 * worker reports only once every earlier transaction has committed, so
+	 * serial apply meets it too), disables at once.
+	 */
+	if (pa_leader.mysub->disableonerr && !sub->workers[i].group_failed &&
+		(sub->workers[i].conflict_failed ||
+		 (pa_leader.started_serial &&
+		  pg_atomic_read_u64(&sub->serial_until) != InvalidXLogRecPtr)))
 		disable_on_error();
 
 	/*

@@ -16,6 +16,7 @@
 #include "access/xact.h"
 #include "fmgr.h"
 #include "miscadmin.h"
+#include "pa_conflict.h"
 #include "pa_lookup.h"
 #include "pa_queue.h"
 #include "parallel_apply.h"
@@ -43,6 +44,13 @@ char	   *pa_database = NULL;
 static const struct config_enum_entry ri_full_index_options[] = {
 	{"auto", PA_RI_FULL_INDEX_AUTO, false},
 	{"off", PA_RI_FULL_INDEX_OFF, false},
+	{NULL, 0, false}
+};
+
+static const struct config_enum_entry conflict_log_options[] = {
+	{"log", PA_CONFLICT_LOG_LOG, false},
+	{"table", PA_CONFLICT_LOG_TABLE, false},
+	{"both", PA_CONFLICT_LOG_BOTH, false},
 	{NULL, 0, false}
 };
 
@@ -118,6 +126,9 @@ pa_shmem_startup(void)
 			pg_atomic_init_u64(&sub->restarts, 0);
 			pg_atomic_init_u64(&sub->paced_reads, 0);
 			pg_atomic_init_u64(&sub->leader_registered, 0);
+			for (j = 0; j < PA_NUM_CONFLICT_TYPES; j++)
+				pg_atomic_init_u64(&sub->conflicts[j], 0);
+			pg_atomic_init_u64(&sub->conflicts_reset, 0);
 			for (j = 0; j < PA_MAX_WORKERS; j++)
 			{
 				pg_atomic_init_u64(&sub->workers[j].current_seq, 0);
@@ -237,6 +248,9 @@ pa_sub_reset(PaSub *sub)
 	pg_atomic_write_u64(&sub->paced_reads, 0);
 	for (i = 0; i < PA_MAX_WORKERS; i++)
 		pg_atomic_write_u64(&sub->workers[i].applied, 0);
+	for (i = 0; i < PA_NUM_CONFLICT_TYPES; i++)
+		pg_atomic_write_u64(&sub->conflicts[i], 0);
+	pg_atomic_write_u64(&sub->conflicts_reset, 0);
 	sub->restart_now = false;
 }
 
@@ -277,6 +291,12 @@ _PG_init(void)
 							 "auto uses the best usable btree or hash index (unique first, then the most selective by statistics) and compares every column; off scans the table for every row, as PostgreSQL 15 does.",
 							 &pa_ri_full_index, PA_RI_FULL_INDEX_AUTO,
 							 ri_full_index_options,
+							 PGC_SIGHUP, 0, NULL, NULL, NULL);
+	DefineCustomEnumVariable("parallel_apply.conflict_log",
+							 "Where conflicts met while applying are recorded.",
+							 "log writes PostgreSQL 18's conflict messages to the server log; table writes a row per conflict into parallel_apply.conflict_history; both does both.",
+							 &pa_conflict_log, PA_CONFLICT_LOG_BOTH,
+							 conflict_log_options,
 							 PGC_SIGHUP, 0, NULL, NULL, NULL);
 	DefineCustomIntVariable("parallel_apply.queue_memory",
 							"Shared memory for queued changes, per attached subscription.",

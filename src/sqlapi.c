@@ -82,6 +82,8 @@ PG_FUNCTION_INFO_V1(pa_resume);
 PG_FUNCTION_INFO_V1(pa_stat_subscription);
 PG_FUNCTION_INFO_V1(pa_stat_workers);
 PG_FUNCTION_INFO_V1(pa_stat_relations);
+PG_FUNCTION_INFO_V1(pa_stat_conflicts);
+PG_FUNCTION_INFO_V1(pa_reset_subscription_stats);
 
 static ProcessUtility_hook_type prev_ProcessUtility = NULL;
 static object_access_hook_type prev_object_access_hook = NULL;
@@ -631,9 +633,12 @@ refuse_schema(const char *detail)
  * its owner must be a superuser, no non-superuser may create in it, and it
  * may hold nothing but the extension's own objects.
  */
-/* The schema of an extension (PostgreSQL 15 does not export its own) */
-static Oid
-extension_schema(Oid extoid)
+/*
+ * The schema of an extension, and its owner if owner is not NULL
+ * (PostgreSQL 15 does not export its own lookup)
+ */
+Oid
+pa_extension_schema(Oid extoid, Oid *owner)
 {
 	Relation	rel;
 	ScanKeyData key;
@@ -647,7 +652,11 @@ extension_schema(Oid extoid)
 	scan = systable_beginscan(rel, ExtensionOidIndexId, true, NULL, 1, &key);
 	tup = systable_getnext(scan);
 	if (HeapTupleIsValid(tup))
+	{
 		nspid = ((Form_pg_extension) GETSTRUCT(tup))->extnamespace;
+		if (owner != NULL)
+			*owner = ((Form_pg_extension) GETSTRUCT(tup))->extowner;
+	}
 	systable_endscan(scan);
 	table_close(rel, AccessShareLock);
 	if (!OidIsValid(nspid))
@@ -658,7 +667,7 @@ extension_schema(Oid extoid)
 static void
 check_extension_schema(Oid extoid)
 {
-	Oid			nspid = extension_schema(extoid);
+	Oid			nspid = pa_extension_schema(extoid, NULL);
 	HeapTuple	tup;
 	Form_pg_namespace form;
 	Datum		d;
@@ -1066,6 +1075,64 @@ pa_stat_relations(PG_FUNCTION_ARGS)
 	}
 	LWLockRelease(pa_shared->lock);
 	return (Datum) 0;
+}
+
+/* One row per attached subscription of this database: its conflict counters */
+Datum
+pa_stat_conflicts(PG_FUNCTION_ARGS)
+{
+	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+	List	   *names;
+	List	   *oids;
+	ListCell   *lc1,
+			   *lc2;
+
+	oids = stat_begin(fcinfo, &names, NULL);
+	forboth(lc1, oids, lc2, names)
+	{
+		PaSub	   *sub = pa_find_sub(lfirst_oid(lc1));
+		Datum		values[2 + PA_NUM_CONFLICT_TYPES + 1];
+		bool		nulls[2 + PA_NUM_CONFLICT_TYPES + 1];
+		TimestampTz reset = 0;
+		int			i;
+
+		memset(nulls, 0, sizeof(nulls));
+		values[0] = ObjectIdGetDatum(lfirst_oid(lc1));
+		values[1] = DirectFunctionCall1(namein, CStringGetDatum(lfirst(lc2)));
+		for (i = 0; i < PA_NUM_CONFLICT_TYPES; i++)
+			values[2 + i] = Int64GetDatum(sub ? pg_atomic_read_u64(&sub->conflicts[i]) : 0);
+		if (sub != NULL)
+			reset = (TimestampTz) pg_atomic_read_u64(&sub->conflicts_reset);
+		values[2 + PA_NUM_CONFLICT_TYPES] = TimestampTzGetDatum(reset);
+		nulls[2 + PA_NUM_CONFLICT_TYPES] = (reset == 0);
+		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
+	}
+	LWLockRelease(pa_shared->lock);
+	return (Datum) 0;
+}
+
+/* Set the conflict counters of an attached subscription to zero */
+Datum
+pa_reset_subscription_stats(PG_FUNCTION_ARGS)
+{
+	char	   *name;
+	Oid			subid = target_subscription(fcinfo, "reset_subscription_stats",
+											&name);
+	PaSub	   *sub;
+	int			i;
+
+	check_attached(subid, name);
+	LWLockAcquire(pa_shared->lock, LW_SHARED);
+	sub = pa_find_sub(subid);
+	if (sub != NULL)
+	{
+		for (i = 0; i < PA_NUM_CONFLICT_TYPES; i++)
+			pg_atomic_write_u64(&sub->conflicts[i], 0);
+		pg_atomic_write_u64(&sub->conflicts_reset,
+							(uint64) GetCurrentTimestamp());
+	}
+	LWLockRelease(pa_shared->lock);
+	PG_RETURN_VOID();
 }
 
 PG_FUNCTION_INFO_V1(pa_check_preloaded_sql);

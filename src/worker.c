@@ -46,6 +46,7 @@
 #include "miscadmin.h"
 #include "pa_apply.h"
 #include "pa_commit.h"
+#include "pa_conflict.h"
 #include "pa_protocol.h"
 #include "pa_queue.h"
 #include "pgstat.h"
@@ -267,6 +268,7 @@ group_commit_failed(uint64 n)
 	replorigin_session_origin_timestamp = 0;
 	AbortOutOfAnyTransaction();
 	error_context_stack = NULL;
+	pa_conflict_abort();		/* the group is applied again */
 	me->group_failed = true;
 	ereport(LOG,
 			(errcode(edata->sqlerrcode),
@@ -305,6 +307,8 @@ commit_group(const PaMsgCommit *commit)
 		}
 		PG_END_TRY();
 	}
+	/* the group's conflicts, now that it committed */
+	pa_conflict_commit();
 	for (seq = group_first; seq <= group_last; seq++)
 		pa_done_send(my_sub, &my_sub->txns[seq % PA_MAX_INFLIGHT]);
 	pg_atomic_fetch_add_u64(&me->applied, n);
@@ -353,6 +357,8 @@ handle_begin(StringInfo msg)
 	Assert(pg_atomic_read_u64(&cur_txn->seq) == begin.seq);
 	pa_errctx.remote_xid = begin.remote_xid;
 	pa_errctx.finish_lsn = begin.final_lsn;
+	pa_apply_commit_time = begin.committime;
+	pa_apply_change = 0;
 
 	pg_atomic_write_u64(&me->current_seq, begin.seq);
 	pa_commit_start(cur_txn);
@@ -506,6 +512,7 @@ pa_worker_main(Datum main_arg)
 	me->latch = MyLatch;
 	me->failed_seq = 0;
 	me->group_failed = false;
+	me->conflict_failed = false;
 	me->state = PA_WORKER_IDLE;
 	pg_atomic_write_u64(&me->current_seq, 0);
 	pg_write_barrier();
@@ -542,6 +549,7 @@ pa_worker_main(Datum main_arg)
 	pa_commit_init(my_sub, originid, my_args.leader_pid);
 	pa_apply_subid = my_args.subid;
 	pa_apply_init();
+	pa_conflict_init(my_sub, me, subname);
 	pa_errctx.origin_name = origin_name;
 
 	/* tag our WAL with the subscription's origin, as the built-in worker does */
@@ -549,8 +557,10 @@ pa_worker_main(Datum main_arg)
 
 	/*
 	 * Count every apply error in pg_stat_subscription_stats, as the built-in
-	 * worker does (PostgreSQL 15 start_apply()): abort first, so that the
-	 * statistics are sent outside the failed transaction.
+	 * worker does (PostgreSQL 15 start_apply()): report the error, abort,
+	 * then send the statistics outside the failed transaction, and write
+	 * the history of the conflicts met (the one that raised the error
+	 * included) in a transaction of their own.
 	 */
 	PG_TRY();
 	{
@@ -558,9 +568,15 @@ pa_worker_main(Datum main_arg)
 	}
 	PG_CATCH();
 	{
+		HOLD_INTERRUPTS();
+		EmitErrorReport();
+		error_context_stack = NULL;
 		AbortOutOfAnyTransaction();
+		FlushErrorState();
+		RESUME_INTERRUPTS();
 		pgstat_report_subscription_error(my_args.subid, true);
-		PG_RE_THROW();
+		pa_conflict_abort();
+		proc_exit(1);
 	}
 	PG_END_TRY();
 }

@@ -181,7 +181,7 @@ COMMIT;
 	$pub->safe_psql('postgres', "INSERT INTO uq VALUES (1, 'a'), (2, 'local only')");
 	t1_txns(2);
 	assert_retries($logpos,
-		qr/duplicate key value violates unique constraint "uq_code_key"/,
+		pa_unique_violation_re('uq_code_key'),
 		'unique violation');
 	is($sub->safe_psql('postgres', "SELECT count(*) FROM uq WHERE id IN (1, 2)"),
 		'0', 'conflicting transaction not applied');
@@ -204,11 +204,11 @@ INSERT INTO t1 VALUES (3000, 'skipped with the uq row');
 COMMIT;
 });
 	t1_txns(2);
-	my $re = qr/duplicate key value violates unique constraint "uq_code_key"/;
+	my $re = pa_unique_violation_re('uq_code_key');
 	pa_wait_attempts($sub, $logpos, $re, 1);
 	my $log = pa_log_since($sub, $logpos);
 	my ($lsn) = $log =~
-	  /ERROR:  duplicate key value violates unique constraint "uq_code_key"[^\n]*\n(?:[^\n]*\n){0,3}?[^\n]*CONTEXT:[^\n]* finished at ([0-9A-F]+\/[0-9A-F]+)/;
+	  /ERROR:  (?:$re)[^\n]*\n(?:[^\n]*\n){0,3}?[^\n]*CONTEXT:[^\n]* finished at ([0-9A-F]+\/[0-9A-F]+)/;
 	ok(defined $lsn, 'finish LSN of the failing transaction is in the error context: ' . ($lsn // 'none'));
 	$sub->safe_psql('postgres', "ALTER SUBSCRIPTION sub SKIP (lsn = '$lsn')");
 	pa_catchup($pub, 'sub');

@@ -51,7 +51,8 @@ COMMIT;
 INSERT INTO t1 VALUES (3, 'after it');
 });
 
-my $err_re = qr/ERROR:  duplicate key value violates unique constraint "uq_code_key"/;
+my $violation_re = pa_unique_violation_re('uq_code_key');
+my $err_re = qr/ERROR:  (?:$violation_re)/;
 ok(defined pa_wait_log_for($sub, $err_re, $logpos, 30),
 	'the conflicting transaction fails on the subscriber');
 ok( pa_poll_for(

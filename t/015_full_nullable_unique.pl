@@ -241,7 +241,8 @@ sub check_phase
 		model_counts(), "$label: the publisher holds the rows the workload meant");
 
 	my $log = pa_log_since($sub, $logpos);
-	my @missing = $log =~ /^(.*did not find row to be (?:updated|deleted).*)$/mg;
+	my $missing_re = pa_missing_row_re();
+	my @missing = $log =~ /^(.*$missing_re.*)$/mg;
 	is(scalar @missing, 0, "$label: no \"did not find row\" in the subscriber log")
 	  or diag(join("\n", @missing[ 0 .. ($#missing < 9 ? $#missing : 9) ]));
 	pa_check_log_clean($sub, $logpos, "$label: subscriber");

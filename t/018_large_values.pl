@@ -104,9 +104,10 @@ INSERT INTO small VALUES (20000, 0);
 COMMIT;
 });
 small_txns(30001);
-pa_wait_log($sub, qr/duplicate key value violates unique constraint "uq_code_key"/, $logpos);
+my $violation_re = pa_unique_violation_re('uq_code_key');
+pa_wait_log($sub, $violation_re, $logpos);
 my ($lsn) = pa_log_since($sub, $logpos) =~
-  /duplicate key value violates unique constraint "uq_code_key"[^\n]*\n(?:[^\n]*\n){0,3}?[^\n]*CONTEXT:[^\n]* finished at ([0-9A-F]+\/[0-9A-F]+)/;
+  /(?:$violation_re)[^\n]*\n(?:[^\n]*\n){0,3}?[^\n]*CONTEXT:[^\n]* finished at ([0-9A-F]+\/[0-9A-F]+)/;
 ok(defined $lsn, 'finish LSN of the failing transaction: ' . ($lsn // 'none'));
 $sub->safe_psql('postgres', "ALTER SUBSCRIPTION sub SKIP (lsn = '$lsn')");
 pa_poll($sub, "SELECT subskiplsn = '0/0' FROM pg_subscription WHERE subname = 'sub'",

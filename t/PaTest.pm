@@ -84,6 +84,8 @@ our @EXPORT = qw(
   pa_wait_no_engine_procs
   pa_rel_stat
   pa_rel_stats_all
+  pa_unique_violation_re
+  pa_missing_row_re
 );
 
 # True unless PA_NO_ENGINE is set: tests then run against parallel_apply.
@@ -775,7 +777,9 @@ sub pa_error_attempts
 	my %by_xid;
 	for (my $i = 0; $i < @lines; $i++)
 	{
-		next unless $lines[$i] =~ /^(\S+ \S+) \S+ \[(\d+)\][^\n]*ERROR:  $re/;
+		# with the next line: $re may reach into the DETAIL
+		my $two = $lines[$i] . "\n" . ($lines[ $i + 1 ] // '');
+		next unless $two =~ /^(\S+ \S+) \S+ \[(\d+)\][^\n]*ERROR:  $re/;
 		my ($ts, $pid) = ($1, $2);
 		for (my $j = $i + 1; $j < @lines && $j < $i + 8; $j++)
 		{
@@ -1202,6 +1206,45 @@ sub pa_rel_stats_all
 	return $sub->safe_psql($db // 'postgres',
 		"SELECT relid, replica_identity, lookup_index, rows_looked_up, rows_not_found, seq_scans FROM parallel_apply.stat_relations WHERE subname = '$subname' ORDER BY relid::text"
 	);
+}
+
+
+=pod
+
+=item pa_unique_violation_re($index)
+
+A regex for the log line of a remote change that a local row blocks in
+unique index $index: PostgreSQL 15's own "duplicate key value violates
+unique constraint" with PA_NO_ENGINE, else the engine's PostgreSQL 18
+conflict message (insert_exists, update_exists or
+multiple_unique_conflicts) and the first line of its DETAIL, which names
+the index.  One match per failed attempt.
+
+=cut
+
+sub pa_unique_violation_re
+{
+	my ($index) = @_;
+	return qr/duplicate key value violates unique constraint "\Q$index\E"/
+	  unless pa_engine();
+	return qr/conflict detected on relation "[^"]+": conflict=(?:insert_exists|update_exists|multiple_unique_conflicts)\n[^\n]*DETAIL:  Key already exists in unique index "\Q$index\E"/;
+}
+
+=pod
+
+=item pa_missing_row_re()
+
+A regex for the log line of an UPDATE or DELETE whose row is not there:
+PostgreSQL 15's DEBUG1 "did not find row" with PA_NO_ENGINE, else the
+engine's update_missing / delete_missing conflict (LOG).
+
+=cut
+
+sub pa_missing_row_re
+{
+	return qr/logical replication did not find row to be (?:updated|deleted)/
+	  unless pa_engine();
+	return qr/conflict detected on relation "[^"]+": conflict=(?:update|delete)_missing/;
 }
 
 1;
