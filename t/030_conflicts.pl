@@ -45,6 +45,7 @@ use warnings;
 use FindBin;
 use lib $FindBin::RealBin;
 use PaTest;
+use PaConflict;
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
@@ -52,125 +53,31 @@ use Test::More;
 my $t_start = time;
 my $engine = pa_engine();
 
-my $log_conf = qq(
-lc_messages = 'C'
-log_line_prefix = '%m [%p] %b [%e] %q%a '
-track_commit_timestamp = on
-);
-my $pub = pa_publisher('publisher', conf => $log_conf);
-my $sub = pa_subscriber('subscriber', workers => 4,
-	conf => $log_conf . ($engine ? "parallel_apply.retry_interval = 200\n" : ''));
+my ($pub, $sub) = conflict_nodes();
 
 pa_both($pub, $sub, 'CREATE TABLE conf_tab (id int PRIMARY KEY, u int UNIQUE, v text)');
-my $walinspect = $pub->safe_psql('postgres',
-	"SELECT count(*) FROM pg_available_extensions WHERE name = 'pg_walinspect'") eq '1';
-$pub->safe_psql('postgres', 'CREATE EXTENSION pg_walinspect') if $walinspect;
-note 'pg_walinspect ' . ($walinspect ? 'available: finish LSNs are compared with COMMIT records' : 'not available');
-
 pa_subscribe($pub, $sub, 'cf_sub', tables => ['conf_tab']);
 pa_attach($sub, 'cf_sub');
-my $subid = $sub->safe_psql('postgres', "SELECT oid FROM pg_subscription WHERE subname = 'cf_sub'");
 
 # ---------------------------------------------------------------- helpers
-my $TS = qr/\d{4}-\d\d-\d\d \d\d:\d\d:\d\d(?:\.\d{1,6})?\+00/;
-my $LSN = qr/[0-9A-F]+\/[0-9A-F]+/;
-my @types = qw(insert_exists update_origin_differs update_exists update_missing
-  delete_origin_differs delete_missing multiple_unique_conflicts);
-my %error_type = map { $_ => 1 } qw(insert_exists update_exists multiple_unique_conflicts);
-my %cnt = map { $_ => 0 } @types;    # what stat_conflicts must show
-my $error_attempts = 0;              # ERROR attempts logged, for apply_error_count
+my %cnt = map { $_ => 0 } @CONFLICT_TYPES;    # what stat_conflicts must show
+my $error_attempts = 0;    # ERROR attempts logged, for apply_error_count
 
-sub xid32 { return $_[0] % 4294967296; }
-
-# Run $sql in one transaction on the subscriber; its xid.
-sub sub_local
+# With $id, the row ($id, $id, 'pub') is first inserted on the publisher and
+# replicated.  Then $local runs on the subscriber and $remote on the
+# publisher, one transaction each: the subscriber's log position before the
+# two, the local xid and the remote transaction (pub_txn).
+sub local_then_remote
 {
-	my ($sql) = @_;
-	return xid32($sub->safe_psql('postgres', "BEGIN; $sql; SELECT pg_current_xact_id(); COMMIT;"));
-}
-
-# Run $sql in one transaction on the publisher: its xid, the LSN of its
-# COMMIT record (what the CONTEXT calls "finished at"; undef without
-# pg_walinspect) and its commit time.
-sub pub_txn
-{
-	my ($sql) = @_;
-	my $from = $pub->safe_psql('postgres', 'SELECT pg_current_wal_insert_lsn()');
-	my $xid = xid32($pub->safe_psql('postgres', "BEGIN; $sql; SELECT pg_current_xact_id(); COMMIT;"));
-	my $lsn;
-	$lsn = $pub->safe_psql('postgres', qq{
-SELECT start_lsn FROM pg_get_wal_records_info('$from', pg_current_wal_flush_lsn())
-WHERE xid = '$xid'::xid AND resource_manager = 'Transaction' AND record_type = 'COMMIT'})
-	  if $walinspect;
-	my $ts = $pub->safe_psql('postgres', "SELECT pg_xact_commit_timestamp('$xid'::xid)");
-	return { xid => $xid, lsn => $lsn, commit_time => $ts };
-}
-
-sub sqlstate
-{
-	my ($m) = @_;
-	return $m->{text} =~ /\A\S+ \S+ \S+ \[\d+\] [^\[\n]*\[([0-9A-Z]{5})\] / ? $1 : '?';
-}
-
-# Messages logged from $pos that report a conflict of $type for remote
-# transaction $xid.  With PA_NO_ENGINE, PostgreSQL 15's unique violations.
-sub conflict_msgs
-{
-	my ($pos, $type, $xid, $pg15) = @_;
-	return grep {
-		my $ok;
-		if ($pg15)
-		{
-			$ok = $_->{msg} =~ /^duplicate key value violates unique constraint /;
-		}
-		else
-		{
-			$ok = $_->{msg} =~ /^conflict detected on relation "[^"]*": conflict=(\w+)$/
-			  && (!defined $type || $1 eq $type);
-		}
-		$ok && (!defined $xid || ($_->{context} // '') =~ /in transaction $xid, finished at /);
-	} pa_log_messages($sub, $pos);
-}
-
-# Wait (up to 60 s) for the first such message.
-sub wait_conflict
-{
-	my ($pos, $type, $xid, $pg15) = @_;
-	my @m;
-	pa_wait_until(60, sub { @m = conflict_msgs($pos, $type, $xid, $pg15); @m > 0 });
-	return $m[0];
-}
-
-sub ctx_re
-{
-	my ($msgtype, $xid) = @_;
-	return qr/\Aprocessing remote data for replication origin "pg_$subid" during message type "$msgtype" for replication target relation "public\.conf_tab" in transaction $xid, finished at ($LSN)\z/;
-}
-
-# One logged message against level, SQLSTATE and whole-string regexps for
-# message, DETAIL and CONTEXT (undef: not checked); its finish LSN.
-sub check_line
-{
-	my ($m, $label, %e) = @_;
-	local $Test::Builder::Level = $Test::Builder::Level + 1;
-	if (!defined $m)
+	my ($local, $remote, $id) = @_;
+	if (defined $id)
 	{
-		fail("$label: logged");
-		diag("conflicts and errors logged:\n" . pa_log_errors($sub, 0, 30));
-		return undef;
+		$pub->safe_psql('postgres', "INSERT INTO conf_tab VALUES ($id, $id, 'pub')");
+		pa_catchup($pub, 'cf_sub');
 	}
-	is($m->{level} . ' ' . sqlstate($m), "$e{level} $e{sqlstate}", "$label: level and SQLSTATE");
-	like($m->{msg}, $e{msg}, "$label: message") if defined $e{msg};
-	like($m->{detail} // '<none>', $e{detail}, "$label: DETAIL") if defined $e{detail};
-	like($m->{context} // '<none>', $e{context}, "$label: CONTEXT") if defined $e{context};
-	my ($lsn) = ($m->{context} // '') =~ /finished at ($LSN)\z/;
-	return $lsn;
-}
-
-sub conflict_msg_re
-{
-	my ($type) = @_;
-	return qr/\Aconflict detected on relation "public\.conf_tab": conflict=$type\z/;
+	my $pos = pa_log_pos($sub);
+	my $lxid = sub_local($local);
+	return ($pos, $lxid, pub_txn($remote));
 }
 
 # The history row(s) selected by $where: exactly one, each column meeting its
@@ -180,9 +87,7 @@ sub check_history
 {
 	my ($label, $where, %exp) = @_;
 	local $Test::Builder::Level = $Test::Builder::Level + 1;
-	my $n = $sub->safe_psql('postgres',
-		"SELECT count(*) FROM parallel_apply.conflict_history WHERE $where");
-	if (!is($n, '1', "$label: one conflict_history row"))
+	if (!is(hist($where, 'count(*)'), '1', "$label: one conflict_history row"))
 	{
 		diag("conflict_history:\n" . $sub->safe_psql('postgres',
 			'SELECT to_jsonb(h) FROM parallel_apply.conflict_history h ORDER BY "time"'));
@@ -193,14 +98,11 @@ sub check_history
 		my $e = $exp{$_};
 		$e =~ /^(?:[<>=!]|IS |BETWEEN )/ ? "coalesce($_ $e, false)" : "$_ IS NOT DISTINCT FROM ($e)"
 	} @cols;
-	my @v = split /\|/,
-	  $sub->safe_psql('postgres',
-		'SELECT ' . join(', ', @preds) . " FROM parallel_apply.conflict_history WHERE $where");
+	my @v = split /\|/, hist($where, join(', ', @preds));
 	my @bad = grep { ($v[$_] // '') ne 't' } 0 .. $#cols;
 	return ok(!@bad, "$label: conflict_history row (" . join(', ', @cols) . ')')
 	  || diag("wrong: " . join('; ', map { "$cols[$_] (expected $exp{$cols[$_]})" } @bad)
-		  . "\nrow: " . $sub->safe_psql('postgres',
-			"SELECT jsonb_pretty(to_jsonb(h)) FROM parallel_apply.conflict_history h WHERE $where"));
+		  . "\nrow: " . hist($where, 'jsonb_pretty(to_jsonb(h))'));
 }
 
 sub check_counters
@@ -208,31 +110,27 @@ sub check_counters
 	my ($label) = @_;
 	local $Test::Builder::Level = $Test::Builder::Level + 1;
 	return unless $engine;
-	my $want = join('|', map { $cnt{$_} } @types);
-	ok( pa_poll_for($sub,
-			'SELECT ' . join(', ', map { "confl_$_" } @types)
-			  . " FROM parallel_apply.stat_conflicts WHERE subname = 'cf_sub'",
-			$want, 10),
-		"$label: stat_conflicts ($want)");
-}
-
-sub rows
-{
-	my ($node, $ids) = @_;
-	return $node->safe_psql('postgres',
-		"SELECT string_agg(id || ':' || coalesce(u::text, '-') || ':' || coalesce(v, '-'), ',' ORDER BY id) FROM conf_tab WHERE id IN ($ids)"
-	);
+	return counters_are('cf_sub', join(',', map { $cnt{$_} } @CONFLICT_TYPES),
+		"$label: stat_conflicts");
 }
 
 sub check_rows
 {
 	my ($label, $ids, $want_pub, $want_sub) = @_;
 	local $Test::Builder::Level = $Test::Builder::Level + 1;
-	is(rows($pub, $ids), $want_pub, "$label: rows on the publisher");
-	ok(pa_poll_for($sub,
-			"SELECT coalesce(string_agg(id || ':' || coalesce(u::text, '-') || ':' || coalesce(v, '-'), ',' ORDER BY id), '') FROM conf_tab WHERE id IN ($ids)",
-			$want_sub, 10),
-		"$label: rows on the subscriber ($want_sub)");
+	is(rows($pub, 'conf_tab', "id IN ($ids)"), $want_pub, "$label: rows on the publisher");
+	return sub_rows_are('conf_tab', "id IN ($ids)", $want_sub, $label);
+}
+
+# The history columns of a local row last modified by local transaction
+# $lxid (no replication origin), which has a commit timestamp
+sub modified_locally
+{
+	my ($lxid) = @_;
+	return (
+		local_origin => 'NULL',
+		local_xid => "'$lxid'::xid",
+		local_commit_time => "pg_xact_commit_timestamp('$lxid'::xid)");
 }
 
 # The common part of a history row
@@ -240,7 +138,7 @@ sub hist_base
 {
 	my ($r, $lsn, $type) = @_;
 	return (
-		subid => $subid,
+		subid => subid('cf_sub'),
 		subname => "'cf_sub'",
 		relid => "'conf_tab'::regclass::oid",
 		relation => "'public.conf_tab'",
@@ -252,24 +150,22 @@ sub hist_base
 		last_time => '>= "time"');
 }
 
-# An ERROR conflict: wait for its first line, check it and the history row,
-# run $fix, wait until the transaction has applied, then check that counters
-# and attempts match the attempts logged.  Returns the finish LSN.
+# An ERROR conflict (label: its type unless given): check its first line and
+# the history row, run $fix, wait until the transaction has applied, then
+# check that counters and attempts match the attempts logged.  Returns the
+# finish LSN.
 sub error_conflict
 {
 	my (%s) = @_;
 	local $Test::Builder::Level = $Test::Builder::Level + 1;
-	my ($type, $r, $pos, $label) = @s{qw(type r pos label)};
-	my $lsn;
+	my ($type, $r, $pos) = @s{qw(type r pos)};
+	my $label = $s{label} // $type;
+	my $lsn = check_error($label, $pos, $r,
+		subname => 'cf_sub', rel => 'conf_tab', msgtype => $s{msgtype}, type => $type,
+		detail => $s{detail});
+	my $where = "remote_xid = '$r->{xid}'::xid AND conflict_type = '$type'";
 	if ($engine)
 	{
-		my $m = wait_conflict($pos, $type, $r->{xid});
-		$lsn = check_line($m, $label,
-			level => 'ERROR', sqlstate => '23505',
-			msg => conflict_msg_re($type),
-			detail => $s{detail},
-			context => ctx_re($s{msgtype}, $r->{xid}));
-		my $where = "remote_xid = '$r->{xid}'::xid AND conflict_type = '$type'";
 		pa_poll_for($sub, "SELECT count(*) > 0 FROM parallel_apply.conflict_history WHERE $where", 't', 10);
 		foreach my $h (@{ $s{history} })
 		{
@@ -278,19 +174,6 @@ sub error_conflict
 				resolution => "'error'", attempts => '>= 1', %cols);
 		}
 	}
-	else
-	{
-		my $m = wait_conflict($pos, undef, $r->{xid}, 1);
-		$lsn = check_line($m, "$label (PostgreSQL 15: unique violation)",
-			level => 'ERROR', sqlstate => '23505',
-			msg => qr/\Aduplicate key value violates unique constraint "conf_tab_(?:pkey|u_key)"\z/,
-			context => ctx_re($s{msgtype}, $r->{xid}));
-	}
-	SKIP:
-	{
-		skip 'pg_walinspect not available', 1 unless $walinspect;
-		is($lsn, $r->{lsn}, "$label: the finish LSN is that of the transaction's COMMIT record");
-	}
 	if ($s{min_attempts})
 	{
 		# let it be retried a few times before the fix
@@ -298,7 +181,8 @@ sub error_conflict
 				sub { conflict_msgs($pos, $type, $r->{xid}, !$engine) >= $s{min_attempts} }),
 			"$label: retried (at least $s{min_attempts} attempts logged)");
 	}
-	is(rows($sub, $s{ids}), $s{before}, "$label: not applied while the conflict lasts");
+	is(rows($sub, 'conf_tab', "id IN ($s{ids})"), $s{before},
+		"$label: not applied while the conflict lasts");
 
 	$sub->safe_psql('postgres', $s{fix});
 	pa_catchup($pub, 'cf_sub');
@@ -312,24 +196,24 @@ sub error_conflict
 	check_counters($label);
 	if ($engine)
 	{
-		my $where = "remote_xid = '$r->{xid}'::xid AND conflict_type = '$type'";
 		ok( pa_poll_for($sub,
 				"SELECT string_agg(attempts::text, ',') FROM parallel_apply.conflict_history WHERE $where",
 				join(',', ($n) x scalar @{ $s{history} }), 10),
 			"$label: conflict_history.attempts = $n, the attempts logged");
-		is( $sub->safe_psql('postgres',
-				"SELECT bool_and(last_time " . ($n > 1 ? '>' : '=') . " \"time\") FROM parallel_apply.conflict_history WHERE $where"),
+		is( hist($where, 'bool_and(last_time ' . ($n > 1 ? '>' : '=') . ' "time")'),
 			't', "$label: conflict_history.last_time " . ($n > 1 ? 'after' : 'equal to') . ' time');
 	}
 	return $lsn;
 }
 
-# A LOG conflict: the transaction applies; check line, history and counters.
+# A LOG conflict (label: its type unless given): the transaction applies;
+# check line, history and counters.
 sub log_conflict
 {
 	my (%s) = @_;
 	local $Test::Builder::Level = $Test::Builder::Level + 1;
-	my ($type, $r, $pos, $label) = @s{qw(type r pos label)};
+	my ($type, $r, $pos) = @s{qw(type r pos)};
+	my $label = $s{label} // $type;
 	pa_catchup($pub, 'cf_sub');
 	check_rows($label, $s{ids}, $s{after_pub}, $s{after_sub});
 	SKIP:
@@ -338,12 +222,12 @@ sub log_conflict
 		my $m = wait_conflict($pos, $type, $r->{xid});
 		my $lsn = check_line($m, $label,
 			level => 'LOG', sqlstate => '40001',
-			msg => conflict_msg_re($type),
+			msg => conflict_msg_re('conf_tab', $type),
 			detail => $s{detail},
-			context => ctx_re($s{msgtype}, $r->{xid}));
+			context => ctx_re('cf_sub', 'conf_tab', $s{msgtype}, $r->{xid}));
 		SKIP:
 		{
-			skip 'pg_walinspect not available', 1 unless $walinspect;
+			skip 'pg_walinspect not available', 1 unless walinspect();
 			is($lsn, $r->{lsn}, "$label: the finish LSN is that of the transaction's COMMIT record");
 		}
 		is(scalar conflict_msgs($pos, undef, undef), 1, "$label: logged once, no other conflict");
@@ -359,13 +243,10 @@ my $pos;
 my ($r, $lxid);
 
 # ---------------------------------------------------------------- insert_exists
-$pos = pa_log_pos($sub);
-$lxid = sub_local("INSERT INTO conf_tab VALUES (1, 101, 'sub-local')");
-$r = pub_txn("INSERT INTO conf_tab VALUES (1, 1, 'pub')");
-my @lt;
+($pos, $lxid, $r) = local_then_remote("INSERT INTO conf_tab VALUES (1, 101, 'sub-local')",
+	"INSERT INTO conf_tab VALUES (1, 1, 'pub')");
 error_conflict(
-	label => 'insert_exists', type => 'insert_exists', r => $r, pos => $pos,
-	msgtype => 'INSERT', ids => '1', min_attempts => 3,
+	type => 'insert_exists', r => $r, pos => $pos, msgtype => 'INSERT', ids => '1', min_attempts => 3,
 	detail => qr/\AKey already exists in unique index "conf_tab_pkey", modified locally in transaction $lxid at ($TS)\.\nKey \(id\)=\(1\); existing local row \(1, 101, sub-local\); remote row \(1, 1, pub\)\.\z/,
 	history => [
 		[ [ '', '' ],
@@ -374,12 +255,10 @@ error_conflict(
 			local_row => q('{"id": 1, "u": 101, "v": "sub-local"}'::jsonb),
 			remote_row => q('{"id": 1, "u": 1, "v": "pub"}'::jsonb),
 			replica_identity => 'NULL',
-			local_origin => 'NULL',
-			local_xid => "'$lxid'::xid",
-			local_commit_time => "pg_xact_commit_timestamp('$lxid'::xid)" ] ],
-	before => '1:101:sub-local',
+			modified_locally($lxid) ] ],
+	before => '(1,101,sub-local)',
 	fix => 'DELETE FROM conf_tab WHERE id = 1',
-	after => '1:1:pub');
+	after => '(1,1,pub)');
 if ($engine)
 {
 	# the time in the DETAIL is the local transaction's commit time
@@ -390,14 +269,10 @@ if ($engine)
 }
 
 # ---------------------------------------------------------------- update_exists
-$pub->safe_psql('postgres', "INSERT INTO conf_tab VALUES (2, 2, 'pub')");
-pa_catchup($pub, 'cf_sub');
-$pos = pa_log_pos($sub);
-$lxid = sub_local("INSERT INTO conf_tab VALUES (200, 20, 'sub-local')");
-$r = pub_txn('UPDATE conf_tab SET u = 20 WHERE id = 2');
+($pos, $lxid, $r) = local_then_remote("INSERT INTO conf_tab VALUES (200, 20, 'sub-local')",
+	'UPDATE conf_tab SET u = 20 WHERE id = 2', 2);
 error_conflict(
-	label => 'update_exists', type => 'update_exists', r => $r, pos => $pos,
-	msgtype => 'UPDATE', ids => '2, 200',
+	type => 'update_exists', r => $r, pos => $pos, msgtype => 'UPDATE', ids => '2, 200',
 	detail => qr/\AKey already exists in unique index "conf_tab_u_key", modified locally in transaction $lxid at $TS\.\nKey \(u\)=\(20\); existing local row \(200, 20, sub-local\); remote row \(2, 20, pub\); replica identity \(id\)=\(2\)\.\z/,
 	history => [
 		[ [ '', '' ],
@@ -406,22 +281,16 @@ error_conflict(
 			local_row => q('{"id": 200, "u": 20, "v": "sub-local"}'::jsonb),
 			remote_row => q('{"id": 2, "u": 20, "v": "pub"}'::jsonb),
 			replica_identity => q('{"id": 2}'::jsonb),
-			local_origin => 'NULL',
-			local_xid => "'$lxid'::xid",
-			local_commit_time => "pg_xact_commit_timestamp('$lxid'::xid)" ] ],
-	before => '2:2:pub,200:20:sub-local',
+			modified_locally($lxid) ] ],
+	before => '(2,2,pub),(200,20,sub-local)',
 	fix => 'DELETE FROM conf_tab WHERE id = 200',
-	after => '2:20:pub');
+	after => '(2,20,pub)');
 
 # ---------------------------------------------------------------- update_missing
-$pub->safe_psql('postgres', "INSERT INTO conf_tab VALUES (3, 3, 'pub')");
-pa_catchup($pub, 'cf_sub');
-$pos = pa_log_pos($sub);
-$sub->safe_psql('postgres', 'DELETE FROM conf_tab WHERE id = 3');
-$r = pub_txn("UPDATE conf_tab SET v = 'pub-upd' WHERE id = 3");
+($pos, undef, $r) = local_then_remote('DELETE FROM conf_tab WHERE id = 3',
+	"UPDATE conf_tab SET v = 'pub-upd' WHERE id = 3", 3);
 log_conflict(
-	label => 'update_missing', type => 'update_missing', r => $r, pos => $pos,
-	msgtype => 'UPDATE', ids => '3',
+	type => 'update_missing', r => $r, pos => $pos, msgtype => 'UPDATE', ids => '3',
 	detail => qr/\ACould not find the row to be updated\.\nRemote row \(3, 3, pub-upd\); replica identity \(id\)=\(3\)\.\z/,
 	history => {
 		index_name => 'NULL',
@@ -433,17 +302,13 @@ log_conflict(
 		local_xid => 'NULL',
 		local_commit_time => 'NULL',
 		resolution => "'skipped'" },
-	after_pub => '3:3:pub-upd', after_sub => '');
+	after_pub => '(3,3,pub-upd)', after_sub => '');
 
 # ---------------------------------------------------------------- delete_missing
-$pub->safe_psql('postgres', "INSERT INTO conf_tab VALUES (4, 4, 'pub')");
-pa_catchup($pub, 'cf_sub');
-$pos = pa_log_pos($sub);
-$sub->safe_psql('postgres', 'DELETE FROM conf_tab WHERE id = 4');
-$r = pub_txn('DELETE FROM conf_tab WHERE id = 4');
+($pos, undef, $r) = local_then_remote('DELETE FROM conf_tab WHERE id = 4',
+	'DELETE FROM conf_tab WHERE id = 4', 4);
 log_conflict(
-	label => 'delete_missing', type => 'delete_missing', r => $r, pos => $pos,
-	msgtype => 'DELETE', ids => '4',
+	type => 'delete_missing', r => $r, pos => $pos, msgtype => 'DELETE', ids => '4',
 	detail => qr/\ACould not find the row to be deleted\.\nReplica identity \(id\)=\(4\)\.\z/,
 	history => {
 		index_name => 'NULL',
@@ -457,14 +322,10 @@ log_conflict(
 	after_pub => '', after_sub => '');
 
 # ---------------------------------------------------------------- update_origin_differs
-$pub->safe_psql('postgres', "INSERT INTO conf_tab VALUES (5, 5, 'pub')");
-pa_catchup($pub, 'cf_sub');
-$pos = pa_log_pos($sub);
-$lxid = sub_local("UPDATE conf_tab SET v = 'sub-local' WHERE id = 5");
-$r = pub_txn("UPDATE conf_tab SET v = 'pub-upd' WHERE id = 5");
+($pos, $lxid, $r) = local_then_remote("UPDATE conf_tab SET v = 'sub-local' WHERE id = 5",
+	"UPDATE conf_tab SET v = 'pub-upd' WHERE id = 5", 5);
 log_conflict(
-	label => 'update_origin_differs', type => 'update_origin_differs', r => $r, pos => $pos,
-	msgtype => 'UPDATE', ids => '5',
+	type => 'update_origin_differs', r => $r, pos => $pos, msgtype => 'UPDATE', ids => '5',
 	detail => qr/\AUpdating the row that was modified locally in transaction $lxid at $TS\.\nExisting local row \(5, 5, sub-local\); remote row \(5, 5, pub-upd\); replica identity \(id\)=\(5\)\.\z/,
 	history => {
 		index_name => 'NULL',
@@ -472,21 +333,15 @@ log_conflict(
 		local_row => q('{"id": 5, "u": 5, "v": "sub-local"}'::jsonb),
 		remote_row => q('{"id": 5, "u": 5, "v": "pub-upd"}'::jsonb),
 		replica_identity => q('{"id": 5}'::jsonb),
-		local_origin => 'NULL',
-		local_xid => "'$lxid'::xid",
-		local_commit_time => "pg_xact_commit_timestamp('$lxid'::xid)",
+		modified_locally($lxid),
 		resolution => "'applied_remote'" },
-	after_pub => '5:5:pub-upd', after_sub => '5:5:pub-upd');
+	after_pub => '(5,5,pub-upd)', after_sub => '(5,5,pub-upd)');
 
 # ---------------------------------------------------------------- delete_origin_differs
-$pub->safe_psql('postgres', "INSERT INTO conf_tab VALUES (6, 6, 'pub')");
-pa_catchup($pub, 'cf_sub');
-$pos = pa_log_pos($sub);
-$lxid = sub_local("UPDATE conf_tab SET v = 'sub-local' WHERE id = 6");
-$r = pub_txn('DELETE FROM conf_tab WHERE id = 6');
+($pos, $lxid, $r) = local_then_remote("UPDATE conf_tab SET v = 'sub-local' WHERE id = 6",
+	'DELETE FROM conf_tab WHERE id = 6', 6);
 log_conflict(
-	label => 'delete_origin_differs', type => 'delete_origin_differs', r => $r, pos => $pos,
-	msgtype => 'DELETE', ids => '6',
+	type => 'delete_origin_differs', r => $r, pos => $pos, msgtype => 'DELETE', ids => '6',
 	detail => qr/\ADeleting the row that was modified locally in transaction $lxid at $TS\.\nExisting local row \(6, 6, sub-local\); replica identity \(id\)=\(6\)\.\z/,
 	history => {
 		index_name => 'NULL',
@@ -494,20 +349,17 @@ log_conflict(
 		local_row => q('{"id": 6, "u": 6, "v": "sub-local"}'::jsonb),
 		remote_row => 'NULL',
 		replica_identity => q('{"id": 6}'::jsonb),
-		local_origin => 'NULL',
-		local_xid => "'$lxid'::xid",
-		local_commit_time => "pg_xact_commit_timestamp('$lxid'::xid)",
+		modified_locally($lxid),
 		resolution => "'applied_remote'" },
 	after_pub => '', after_sub => '');
 
 # ---------------------------------------------------------------- multiple_unique_conflicts
-$pos = pa_log_pos($sub);
-$lxid = sub_local("INSERT INTO conf_tab VALUES (7, 700, 'sub-local-a'), (800, 8, 'sub-local-b')");
-$r = pub_txn("INSERT INTO conf_tab VALUES (7, 8, 'pub')");
+($pos, $lxid, $r) = local_then_remote(
+	"INSERT INTO conf_tab VALUES (7, 700, 'sub-local-a'), (800, 8, 'sub-local-b')",
+	"INSERT INTO conf_tab VALUES (7, 8, 'pub')");
 my $loc = "modified locally in transaction $lxid at $TS";
 error_conflict(
-	label => 'multiple_unique_conflicts', type => 'multiple_unique_conflicts', r => $r, pos => $pos,
-	msgtype => 'INSERT', ids => '7, 800',
+	type => 'multiple_unique_conflicts', r => $r, pos => $pos, msgtype => 'INSERT', ids => '7, 800',
 	detail => qr/\AKey already exists in unique index "conf_tab_pkey", $loc\.\nKey \(id\)=\(7\); existing local row \(7, 700, sub-local-a\); remote row \(7, 8, pub\)\.\nKey already exists in unique index "conf_tab_u_key", $loc\.\nKey \(u\)=\(8\); existing local row \(800, 8, sub-local-b\); remote row \(7, 8, pub\)\.\z/,
 	history => [
 		[ [ ' (conf_tab_pkey)', " AND index_name = 'conf_tab_pkey'" ],
@@ -515,33 +367,27 @@ error_conflict(
 			local_row => q('{"id": 7, "u": 700, "v": "sub-local-a"}'::jsonb),
 			remote_row => q('{"id": 7, "u": 8, "v": "pub"}'::jsonb),
 			replica_identity => 'NULL',
-			local_origin => 'NULL',
-			local_xid => "'$lxid'::xid",
-			local_commit_time => "pg_xact_commit_timestamp('$lxid'::xid)" ],
+			modified_locally($lxid) ],
 		[ [ ' (conf_tab_u_key)', " AND index_name = 'conf_tab_u_key'" ],
 			key => q('{"u": 8}'::jsonb),
 			local_row => q('{"id": 800, "u": 8, "v": "sub-local-b"}'::jsonb),
 			remote_row => q('{"id": 7, "u": 8, "v": "pub"}'::jsonb),
 			replica_identity => 'NULL',
-			local_origin => 'NULL',
-			local_xid => "'$lxid'::xid",
-			local_commit_time => "pg_xact_commit_timestamp('$lxid'::xid)" ] ],
-	before => '7:700:sub-local-a,800:8:sub-local-b',
+			modified_locally($lxid) ] ],
+	before => '(7,700,sub-local-a),(800,8,sub-local-b)',
 	fix => 'DELETE FROM conf_tab WHERE id IN (7, 800)',
-	after => '7:8:pub');
+	after => '(7,8,pub)');
 if ($engine)
 {
-	is( $sub->safe_psql('postgres',
-			"SELECT string_agg(index_name, ',' ORDER BY index_name) FROM parallel_apply.conflict_history WHERE remote_xid = '$r->{xid}'::xid"
-		),
+	is( hist("remote_xid = '$r->{xid}'::xid", "string_agg(index_name, ',' ORDER BY index_name)"),
 		'conf_tab_pkey,conf_tab_u_key',
 		'multiple_unique_conflicts: one history row per index, nothing else for the transaction');
 }
 
 # ---------------------------------------------------------------- after the seven
 check_rows('after the seven conflicts', '1, 2, 3, 4, 5, 6, 7, 200, 800',
-	'1:1:pub,2:20:pub,3:3:pub-upd,5:5:pub-upd,7:8:pub',
-	'1:1:pub,2:20:pub,5:5:pub-upd,7:8:pub');
+	'(1,1,pub),(2,20,pub),(3,3,pub-upd),(5,5,pub-upd),(7,8,pub)',
+	'(1,1,pub),(2,20,pub),(5,5,pub-upd),(7,8,pub)');
 ok( pa_poll_for($sub,
 		"SELECT apply_error_count FROM pg_stat_subscription_stats WHERE subname = 'cf_sub'",
 		$error_attempts, 10),
@@ -573,7 +419,7 @@ SKIP:
 
 	my $before = $sub->safe_psql('postgres', 'SELECT now()');
 	$sub->safe_psql('postgres', "SELECT parallel_apply.reset_subscription_stats('cf_sub')");
-	$cnt{$_} = 0 foreach @types;
+	$cnt{$_} = 0 foreach @CONFLICT_TYPES;
 	check_counters('after reset_subscription_stats');
 	is( $sub->safe_psql('postgres',
 			"SELECT stats_reset >= '$before' AND stats_reset <= now() FROM parallel_apply.stat_conflicts WHERE subname = 'cf_sub'"
@@ -611,40 +457,31 @@ SKIP:
 
 	# 'log': the line and the counter, no history row
 	set_conflict_log('log');
-	$pub->safe_psql('postgres', "INSERT INTO conf_tab VALUES (40, 40, 'pub')");
-	pa_catchup($pub, 'cf_sub');
-	$pos = pa_log_pos($sub);
-	$sub->safe_psql('postgres', 'DELETE FROM conf_tab WHERE id = 40');
-	$r = pub_txn('DELETE FROM conf_tab WHERE id = 40');
+	($pos, undef, $r) = local_then_remote('DELETE FROM conf_tab WHERE id = 40',
+		'DELETE FROM conf_tab WHERE id = 40', 40);
 	pa_catchup($pub, 'cf_sub');
 	my $m = wait_conflict($pos, 'delete_missing', $r->{xid});
 	check_line($m, "conflict_log = 'log': delete_missing",
 		level => 'LOG', sqlstate => '40001',
-		msg => conflict_msg_re('delete_missing'),
+		msg => conflict_msg_re('conf_tab', 'delete_missing'),
 		detail => qr/\ACould not find the row to be deleted\.\nReplica identity \(id\)=\(40\)\.\z/,
-		context => ctx_re('DELETE', $r->{xid}));
-	is( $sub->safe_psql('postgres',
-			"SELECT count(*) FROM parallel_apply.conflict_history WHERE remote_xid = '$r->{xid}'::xid"),
-		'0', "conflict_log = 'log': no history row");
+		context => ctx_re('cf_sub', 'conf_tab', 'DELETE', $r->{xid}));
+	is(hist("remote_xid = '$r->{xid}'::xid", 'count(*)'), '0', "conflict_log = 'log': no history row");
 	$cnt{delete_missing}++;
 	check_counters("conflict_log = 'log'");
 
 	# 'table': a history row; no LOG line for the LOG types; an ERROR type
 	# still raises its error, pointing at the table
 	set_conflict_log('table');
-	$pub->safe_psql('postgres', "INSERT INTO conf_tab VALUES (41, 41, 'pub')");
-	pa_catchup($pub, 'cf_sub');
-	$pos = pa_log_pos($sub);
-	$sub->safe_psql('postgres', 'DELETE FROM conf_tab WHERE id = 41');
-	$r = pub_txn("UPDATE conf_tab SET v = 'pub-upd' WHERE id = 41");
+	($pos, undef, $r) = local_then_remote('DELETE FROM conf_tab WHERE id = 41',
+		"UPDATE conf_tab SET v = 'pub-upd' WHERE id = 41", 41);
 	pa_catchup($pub, 'cf_sub');
 	ok( pa_poll_for($sub,
 			"SELECT count(*) FROM parallel_apply.conflict_history WHERE remote_xid = '$r->{xid}'::xid",
 			'1', 10),
 		"conflict_log = 'table': update_missing recorded");
 	check_history("conflict_log = 'table': update_missing", "remote_xid = '$r->{xid}'::xid",
-		hist_base($r, $r->{lsn} // $sub->safe_psql('postgres',
-			"SELECT finish_lsn FROM parallel_apply.conflict_history WHERE remote_xid = '$r->{xid}'::xid"), 'update_missing'),
+		hist_base($r, $r->{lsn} // hist("remote_xid = '$r->{xid}'::xid", 'finish_lsn'), 'update_missing'),
 		remote_row => q('{"id": 41, "u": 41, "v": "pub-upd"}'::jsonb),
 		replica_identity => q('{"id": 41}'::jsonb),
 		resolution => "'skipped'");
@@ -654,15 +491,14 @@ SKIP:
 	$cnt{update_missing}++;
 	check_counters("conflict_log = 'table': update_missing");
 
-	$pos = pa_log_pos($sub);
-	sub_local("INSERT INTO conf_tab VALUES (42, 420, 'sub-local')");
-	$r = pub_txn("INSERT INTO conf_tab VALUES (42, 42, 'pub')");
+	($pos, undef, $r) = local_then_remote("INSERT INTO conf_tab VALUES (42, 420, 'sub-local')",
+		"INSERT INTO conf_tab VALUES (42, 42, 'pub')");
 	$m = wait_conflict($pos, 'insert_exists', $r->{xid});
 	my $lsn = check_line($m, "conflict_log = 'table': insert_exists",
 		level => 'ERROR', sqlstate => '23505',
-		msg => conflict_msg_re('insert_exists'),
+		msg => conflict_msg_re('conf_tab', 'insert_exists'),
 		detail => qr/\AThe conflict is recorded in parallel_apply\.conflict_history\.\z/,
-		context => ctx_re('INSERT', $r->{xid}));
+		context => ctx_re('cf_sub', 'conf_tab', 'INSERT', $r->{xid}));
 	ok( pa_poll_for($sub,
 			"SELECT count(*) FROM parallel_apply.conflict_history WHERE remote_xid = '$r->{xid}'::xid AND conflict_type = 'insert_exists' AND finish_lsn = '"
 			  . ($lsn // '0/0') . "' AND key = '{\"id\": 42}' AND resolution = 'error'",
@@ -670,7 +506,7 @@ SKIP:
 		"conflict_log = 'table': insert_exists recorded");
 	$sub->safe_psql('postgres', 'DELETE FROM conf_tab WHERE id = 42');
 	pa_catchup($pub, 'cf_sub');
-	check_rows("conflict_log = 'table': insert_exists", '42', '42:42:pub', '42:42:pub');
+	check_rows("conflict_log = 'table': insert_exists", '42', '(42,42,pub)', '(42,42,pub)');
 	$cnt{insert_exists} += scalar conflict_msgs($pos, 'insert_exists', $r->{xid});
 	check_counters("conflict_log = 'table': insert_exists");
 
@@ -685,7 +521,7 @@ $sub->restart;
 pa_wait_engine($sub, 'cf_sub');
 is($sub->safe_psql('postgres', 'SHOW track_commit_timestamp'), 'off',
 	'subscriber restarted with track_commit_timestamp = off');
-$cnt{$_} = 0 foreach @types;
+$cnt{$_} = 0 foreach @CONFLICT_TYPES;
 check_counters('after the restart');
 
 # an UPDATE and a DELETE of locally modified rows: applied, nothing logged
@@ -697,25 +533,21 @@ my $r50 = pub_txn("UPDATE conf_tab SET v = 'pub-upd' WHERE id = 50");
 my $r51 = pub_txn('DELETE FROM conf_tab WHERE id = 51');
 pa_catchup($pub, 'cf_sub');
 check_rows('track_commit_timestamp = off: UPDATE and DELETE of locally modified rows',
-	'50, 51', '50:50:pub-upd', '50:50:pub-upd');
+	'50, 51', '(50,50,pub-upd)', '(50,50,pub-upd)');
 SKIP:
 {
 	skip 'conflict logging is the engine\'s', 3 unless $engine;
 	my @lines = conflict_msgs($pos, undef, undef);
 	is(scalar @lines, 0, 'track_commit_timestamp = off: no origin conflict logged')
 	  or diag(join("\n", map { $_->{text} } @lines));
-	is( $sub->safe_psql('postgres',
-			"SELECT count(*) FROM parallel_apply.conflict_history WHERE remote_xid IN ('$r50->{xid}'::xid, '$r51->{xid}'::xid)"),
+	is(hist("remote_xid IN ('$r50->{xid}'::xid, '$r51->{xid}'::xid)", 'count(*)'),
 		'0', 'track_commit_timestamp = off: no origin conflict recorded');
 	check_counters('track_commit_timestamp = off: no origin conflict');
 }
 
 # delete_missing as usual
-$pub->safe_psql('postgres', "INSERT INTO conf_tab VALUES (52, 52, 'pub')");
-pa_catchup($pub, 'cf_sub');
-$pos = pa_log_pos($sub);
-$sub->safe_psql('postgres', 'DELETE FROM conf_tab WHERE id = 52');
-$r = pub_txn('DELETE FROM conf_tab WHERE id = 52');
+($pos, undef, $r) = local_then_remote('DELETE FROM conf_tab WHERE id = 52',
+	'DELETE FROM conf_tab WHERE id = 52', 52);
 log_conflict(
 	label => 'track_commit_timestamp = off: delete_missing', type => 'delete_missing', r => $r,
 	pos => $pos, msgtype => 'DELETE', ids => '52',
@@ -728,9 +560,8 @@ log_conflict(
 	after_pub => '', after_sub => '');
 
 # insert_exists: "modified in transaction N."
-$pos = pa_log_pos($sub);
-$lxid = sub_local("INSERT INTO conf_tab VALUES (53, 530, 'sub-local')");
-$r = pub_txn("INSERT INTO conf_tab VALUES (53, 53, 'pub')");
+($pos, $lxid, $r) = local_then_remote("INSERT INTO conf_tab VALUES (53, 530, 'sub-local')",
+	"INSERT INTO conf_tab VALUES (53, 53, 'pub')");
 error_conflict(
 	label => 'track_commit_timestamp = off: insert_exists', type => 'insert_exists', r => $r,
 	pos => $pos, msgtype => 'INSERT', ids => '53',
@@ -744,14 +575,14 @@ error_conflict(
 			local_origin => 'NULL',
 			local_xid => "'$lxid'::xid",
 			local_commit_time => 'NULL' ] ],
-	before => '53:530:sub-local',
+	before => '(53,530,sub-local)',
 	fix => 'DELETE FROM conf_tab WHERE id = 53',
-	after => '53:53:pub');
+	after => '(53,53,pub)');
 
 # ---------------------------------------------------------------- end
 $pub->safe_psql('postgres', "INSERT INTO conf_tab VALUES (60, 60, 'last')");
 pa_catchup($pub, 'cf_sub');
-check_rows('at the end', '60', '60:60:last', '60:60:last');
+check_rows('at the end', '60', '(60,60,last)', '(60,60,last)');
 if ($engine)
 {
 	is(pa_stat($sub, 'cf_sub', 'state'), 'streaming', 'the engine still applies cf_sub');

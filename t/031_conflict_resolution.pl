@@ -53,6 +53,7 @@ use warnings;
 use FindBin;
 use lib $FindBin::RealBin;
 use PaTest;
+use PaConflict;
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
@@ -60,14 +61,7 @@ use Test::More;
 my $t_start = time;
 my $engine = pa_engine();
 
-my $log_conf = qq(
-lc_messages = 'C'
-log_line_prefix = '%m [%p] %b [%e] %q%a '
-track_commit_timestamp = on
-);
-my $pub = pa_publisher('publisher', conf => $log_conf);
-my $sub = pa_subscriber('subscriber', workers => 4,
-	conf => $log_conf . ($engine ? "parallel_apply.retry_interval = 200\n" : ''));
+my ($pub, $sub) = conflict_nodes();
 
 pa_both($pub, $sub, q{
 CREATE TABLE conf_tab (id int PRIMARY KEY, u int UNIQUE, v text);
@@ -79,185 +73,12 @@ CREATE TABLE doe_tab (id int PRIMARY KEY, v text);
 # tracker cannot see (the publisher's keys (id, 1) and (id, 2) differ)
 $pub->safe_psql('postgres', 'CREATE TABLE ck_tab (id int, k int, v int, PRIMARY KEY (id, k))');
 $sub->safe_psql('postgres', 'CREATE TABLE ck_tab (id int PRIMARY KEY, k int, v int)');
-my $walinspect = $pub->safe_psql('postgres',
-	"SELECT count(*) FROM pg_available_extensions WHERE name = 'pg_walinspect'") eq '1';
-$pub->safe_psql('postgres', 'CREATE EXTENSION pg_walinspect') if $walinspect;
 
 pa_subscribe($pub, $sub, 'sub', tables => [qw(conf_tab par_tab dep_tab ck_tab)]);
 pa_subscribe($pub, $sub, 'doe_sub', publication => 'doe_pub', tables => ['doe_tab'],
 	with => 'disable_on_error = true');
 pa_attach($sub, 'sub');
 pa_attach($sub, 'doe_sub');
-my %subid = map {
-	$_ => $sub->safe_psql('postgres', "SELECT oid FROM pg_subscription WHERE subname = '$_'")
-} qw(sub doe_sub);
-
-# ---------------------------------------------------------------- helpers
-my $TS = qr/\d{4}-\d\d-\d\d \d\d:\d\d:\d\d(?:\.\d{1,6})?\+00/;
-my $LSN = qr/[0-9A-F]+\/[0-9A-F]+/;
-my @types = qw(insert_exists update_origin_differs update_exists update_missing
-  delete_origin_differs delete_missing multiple_unique_conflicts);
-
-sub xid32 { return $_[0] % 4294967296; }
-
-sub sub_local
-{
-	my ($sql) = @_;
-	return xid32($sub->safe_psql('postgres', "BEGIN; $sql; SELECT pg_current_xact_id(); COMMIT;"));
-}
-
-# $sql as one transaction on the publisher: xid, LSN of its COMMIT record
-# (undef without pg_walinspect) and commit time
-sub pub_txn
-{
-	my ($sql) = @_;
-	my $from = $pub->safe_psql('postgres', 'SELECT pg_current_wal_insert_lsn()');
-	my $xid = xid32($pub->safe_psql('postgres', "BEGIN; $sql; SELECT pg_current_xact_id(); COMMIT;"));
-	my $lsn;
-	$lsn = $pub->safe_psql('postgres', qq{
-SELECT start_lsn FROM pg_get_wal_records_info('$from', pg_current_wal_flush_lsn())
-WHERE xid = '$xid'::xid AND resource_manager = 'Transaction' AND record_type = 'COMMIT'})
-	  if $walinspect;
-	my $ts = $pub->safe_psql('postgres', "SELECT pg_xact_commit_timestamp('$xid'::xid)");
-	return { xid => $xid, lsn => $lsn, commit_time => $ts };
-}
-
-sub sqlstate
-{
-	my ($m) = @_;
-	return $m->{text} =~ /\A\S+ \S+ \S+ \[\d+\] [^\[\n]*\[([0-9A-Z]{5})\] / ? $1 : '?';
-}
-
-# Conflict messages (with $pg15: PostgreSQL 15's unique violations) logged
-# from $pos, of $type and remote transaction $xid when given.
-sub conflict_msgs
-{
-	my ($pos, $type, $xid, $pg15) = @_;
-	return grep {
-		my $ok;
-		if ($pg15)
-		{
-			$ok = $_->{msg} =~ /^duplicate key value violates unique constraint /;
-		}
-		else
-		{
-			$ok = $_->{msg} =~ /^conflict detected on relation "[^"]*": conflict=(\w+)$/
-			  && (!defined $type || $1 eq $type);
-		}
-		$ok && (!defined $xid || ($_->{context} // '') =~ /in transaction $xid, finished at /);
-	} pa_log_messages($sub, $pos);
-}
-
-sub wait_conflict
-{
-	my ($pos, $type, $xid, $pg15, $seconds) = @_;
-	my @m;
-	pa_wait_until($seconds // 60, sub { @m = conflict_msgs($pos, $type, $xid, $pg15); @m > 0 });
-	return $m[0];
-}
-
-sub ctx_re
-{
-	my ($subname, $rel, $msgtype, $xid) = @_;
-	return qr/\Aprocessing remote data for replication origin "pg_$subid{$subname}" during message type "$msgtype" for replication target relation "public\.$rel" in transaction $xid, finished at ($LSN)\z/;
-}
-
-sub conflict_msg_re
-{
-	my ($rel, $type) = @_;
-	return qr/\Aconflict detected on relation "public\.$rel": conflict=$type\z/;
-}
-
-sub check_line
-{
-	my ($m, $label, %e) = @_;
-	local $Test::Builder::Level = $Test::Builder::Level + 1;
-	if (!defined $m)
-	{
-		fail("$label: logged");
-		diag("errors logged:\n" . pa_log_errors($sub, 0, 30));
-		return undef;
-	}
-	is($m->{level} . ' ' . sqlstate($m), "$e{level} $e{sqlstate}", "$label: level and SQLSTATE");
-	like($m->{msg}, $e{msg}, "$label: message") if defined $e{msg};
-	like($m->{detail} // '<none>', $e{detail}, "$label: DETAIL") if defined $e{detail};
-	like($m->{context} // '<none>', $e{context}, "$label: CONTEXT") if defined $e{context};
-	my ($lsn) = ($m->{context} // '') =~ /finished at ($LSN)\z/;
-	return $lsn;
-}
-
-# The ERROR for remote transaction $r: the engine's conflict line (checked
-# whole) or PostgreSQL 15's unique violation (its CONTEXT checked); the
-# finish LSN.
-sub check_error
-{
-	my ($label, $pos, $r, %e) = @_;
-	local $Test::Builder::Level = $Test::Builder::Level + 1;
-	my $lsn;
-	my $ctx = ctx_re($e{subname}, $e{rel}, $e{msgtype}, $r->{xid});
-	if ($engine)
-	{
-		my $type = $e{type} // 'insert_exists';
-		my $m = wait_conflict($pos, $type, $r->{xid});
-		$lsn = check_line($m, $label,
-			level => 'ERROR', sqlstate => '23505',
-			msg => conflict_msg_re($e{rel}, $type),
-			detail => $e{detail}, context => $ctx);
-	}
-	else
-	{
-		my $m = wait_conflict($pos, undef, $r->{xid}, 1);
-		$lsn = check_line($m, "$label (PostgreSQL 15: unique violation)",
-			level => 'ERROR', sqlstate => '23505',
-			msg => qr/\Aduplicate key value violates unique constraint "$e{rel}_(?:pkey|u_key)"\z/,
-			context => $ctx);
-	}
-	SKIP:
-	{
-		skip 'pg_walinspect not available', 1 unless $walinspect;
-		is($lsn, $r->{lsn}, "$label: the finish LSN is that of the transaction's COMMIT record");
-	}
-	return $lsn;
-}
-
-sub hist
-{
-	my ($where, $what) = @_;
-	return $sub->safe_psql('postgres',
-		"SELECT $what FROM parallel_apply.conflict_history h WHERE $where");
-}
-
-sub counters_sql
-{
-	my ($subname) = @_;
-	return 'SELECT ' . join(" || ',' || ", map { "confl_$_" } @types)
-	  . " FROM parallel_apply.stat_conflicts WHERE subname = '$subname'";
-}
-
-# stat_conflicts of $subname reaches $want (within 10 s)
-sub counters_are
-{
-	my ($subname, $want, $label) = @_;
-	local $Test::Builder::Level = $Test::Builder::Level + 1;
-	return ok(pa_poll_for($sub, counters_sql($subname), $want, 10), "$label ($want)");
-}
-
-sub rows
-{
-	my ($node, $table, $where) = @_;
-	return $node->safe_psql('postgres',
-		"SELECT coalesce(string_agg(r::text, ',' ORDER BY r.id), '') FROM $table r WHERE $where");
-}
-
-sub sub_rows_are
-{
-	my ($table, $where, $want, $label, $seconds) = @_;
-	local $Test::Builder::Level = $Test::Builder::Level + 1;
-	return ok( pa_poll_for($sub,
-			"SELECT coalesce(string_agg(r::text, ',' ORDER BY r.id), '') FROM $table r WHERE $where",
-			$want, $seconds // 10),
-		"$label: $table on the subscriber: $want");
-}
 
 my ($pos, $r, $lxid, $lsn);
 
