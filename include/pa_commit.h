@@ -12,8 +12,9 @@
 #include "parallel_apply.h"
 #include "replication/origin.h"
 
-extern void pa_commit_init(PaSub *sub, RepOriginId originid,
+extern void pa_commit_init(PaSub *sub, PaWorker *me, RepOriginId originid,
 						   pid_t leader_pid);
+extern void pa_report_activity(void);
 extern void pa_commit_start(PaTxn *txn);
 extern bool pa_is_committed(uint64 seq);
 extern bool pa_wait_for_commit(uint64 seq);

@@ -40,6 +40,7 @@
 #include "storage/condition_variable.h"
 #include "storage/latch.h"
 #include "storage/lwlock.h"
+#include "storage/spin.h"
 
 #define PA_MAX_WORKERS		32	/* upper bound of parallel_apply.workers */
 #define PA_MAX_INFLIGHT		4096	/* transactions dispatched, not yet
@@ -47,6 +48,7 @@
 #define PA_CHUNK_SIZE		8192	/* bytes per queue chunk, header included */
 #define PA_MAX_STOPPING		64	/* stop requests pending at a time */
 #define PA_NUM_CONFLICT_TYPES	7	/* PaConflictType (pa_conflict.h) */
+#define PA_ERROR_LEN		1024	/* bytes of the last error's message kept */
 
 /* name of the replication origin that marks a subscription as attached */
 #define PA_ATTACH_MARKER_FMT "parallel_apply_attached_%u"
@@ -118,6 +120,19 @@ typedef struct PaWorker
 									 * committed (worker) */
 	pg_atomic_uint64 applied;	/* transactions committed (worker) */
 	pg_atomic_uint32 sleeping;	/* waits for its queue: wake it (worker) */
+
+	/*
+	 * what it applies, for stat_workers (worker; hints for the view, read
+	 * without a lock): the remote transaction's xid, finish LSN and when
+	 * the worker began it; and the seq of the transaction whose commit it
+	 * waits for, 0 when it does not wait, with whether that is its commit
+	 * turn (the transaction just before its own)
+	 */
+	TransactionId cur_xid;
+	XLogRecPtr	cur_lsn;
+	TimestampTz cur_start;
+	pg_atomic_uint64 wait_seq;
+	bool		wait_turn;
 } PaWorker;
 
 typedef enum PaSubState
@@ -183,6 +198,36 @@ typedef struct PaSub
 	pg_atomic_uint64 conflicts[PA_NUM_CONFLICT_TYPES];
 	pg_atomic_uint64 conflicts_reset;
 
+	/*
+	 * what the publisher sent last (leader): the send time and receipt time
+	 * of the last message, and the end LSN and send time of the last
+	 * keepalive (PostgreSQL's latest_end_lsn and latest_end_time); the seq
+	 * of the last transaction given to a worker (leader); the publisher's
+	 * commit time of the last transaction committed in order (workers, at
+	 * their commit turn)
+	 */
+	pg_atomic_uint64 last_msg_send_time;
+	pg_atomic_uint64 last_msg_receipt_time;
+	pg_atomic_uint64 latest_end_lsn;
+	pg_atomic_uint64 latest_end_time;
+	pg_atomic_uint64 dispatched_seq;
+	pg_atomic_uint64 last_commit_time;
+
+	/*
+	 * the last apply error, kept across engine restarts until a transaction
+	 * finished at or after its finish LSN commits or is skipped (workers,
+	 * leader; under error_lock, error_lsn also atomic for the commit path's
+	 * check); apply_errors counts every apply error since attach or the last
+	 * reset_subscription_stats()
+	 */
+	slock_t		error_lock;
+	pg_atomic_uint64 apply_errors;
+	pg_atomic_uint64 error_lsn; /* InvalidXLogRecPtr: none, or none known */
+	bool		has_error;
+	TimestampTz error_time;
+	TransactionId error_xid;
+	char		error_message[PA_ERROR_LEN];
+
 	/* queues; see pa_queue.h */
 	struct __cds_wfcq_head free_head;	/* free chunks: workers -> leader */
 	struct cds_wfcq_tail free_tail;
@@ -234,6 +279,9 @@ extern PaSub *pa_find_sub(Oid subid);
 extern bool pa_sub_has_processes(PaSub *sub);
 extern bool pa_stop_pending(Oid subid);
 extern void pa_sub_reset(PaSub *sub);
+extern void pa_sub_record_error(PaSub *sub, const char *message,
+								TransactionId xid, XLogRecPtr finish_lsn);
+extern void pa_sub_clear_error(PaSub *sub, XLogRecPtr committed_lsn);
 extern void pa_wake_launcher(void);
 extern int	pa_synccommit_level(const char *value);
 

@@ -62,7 +62,19 @@ CREATE FUNCTION @extschema@.stat_subscription_internal(
 	OUT dependency_waits bigint,
 	OUT serial_retries bigint,
 	OUT restarts bigint,
-	OUT paced_reads bigint)
+	OUT paced_reads bigint,
+	OUT last_msg_send_time timestamptz,
+	OUT last_msg_receipt_time timestamptz,
+	OUT latest_end_lsn pg_lsn,
+	OUT latest_end_time timestamptz,
+	OUT apply_lag interval,
+	OUT pending_bytes bigint,
+	OUT pending_transactions bigint,
+	OUT apply_error_count bigint,
+	OUT last_error_time timestamptz,
+	OUT last_error text,
+	OUT last_error_xid xid,
+	OUT last_error_lsn pg_lsn)
 RETURNS SETOF record
 AS 'MODULE_PATHNAME', 'pa_stat_subscription'
 LANGUAGE C STRICT VOLATILE;
@@ -74,7 +86,13 @@ CREATE FUNCTION @extschema@.stat_workers_internal(
 	OUT worker_id integer,
 	OUT pid integer,
 	OUT transactions_applied bigint,
-	OUT state text)
+	OUT state text,
+	OUT remote_xid xid,
+	OUT finish_lsn pg_lsn,
+	OUT xact_start timestamptz,
+	OUT waiting_for text,
+	OUT waiting_for_xid xid,
+	OUT waiting_for_lsn pg_lsn)
 RETURNS SETOF record
 AS 'MODULE_PATHNAME', 'pa_stat_workers'
 LANGUAGE C STRICT VOLATILE;
@@ -138,7 +156,7 @@ AS 'MODULE_PATHNAME', 'pa_reset_subscription_stats'
 LANGUAGE C VOLATILE;
 
 COMMENT ON FUNCTION @extschema@.reset_subscription_stats(name) IS
-'set the conflict counters of an attached subscription to zero (its owner or a superuser)';
+'set the conflict counters and apply_error_count of an attached subscription to zero (its owner or a superuser)';
 
 -- One row per conflict: (subscription, finish LSN, change, type, index).
 -- Written by the apply workers, as superuser, in a transaction of their

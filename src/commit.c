@@ -50,15 +50,60 @@
 #include "storage/lock.h"
 
 static PaSub *my_sub = NULL;
+static PaWorker *my_worker = NULL;
 static RepOriginId my_origin = InvalidRepOriginId;
 static pid_t my_leader = 0;
 
 void
-pa_commit_init(PaSub *sub, RepOriginId originid, pid_t leader_pid)
+pa_commit_init(PaSub *sub, PaWorker *me, RepOriginId originid,
+			   pid_t leader_pid)
 {
 	my_sub = sub;
+	my_worker = me;
 	my_origin = originid;
 	my_leader = leader_pid;
+}
+
+/*
+ * Say in pg_stat_activity what the worker does: the remote transaction it
+ * applies (PaWorker.cur_xid, cur_lsn) and, while it waits, the commit it
+ * waits for (wait_seq, wait_turn); idle when it applies none.
+ */
+void
+pa_report_activity(void)
+{
+	char		buf[256];
+	uint64		wait = pg_atomic_read_u64(&my_worker->wait_seq);
+
+	if (!TransactionIdIsValid(my_worker->cur_xid))
+	{
+		/* "" rather than NULL, which would keep the last line */
+		pgstat_report_activity(STATE_IDLE, "");
+		return;
+	}
+	if (wait == 0)
+		snprintf(buf, sizeof(buf), "applying remote transaction %u finished at %X/%X",
+				 my_worker->cur_xid, LSN_FORMAT_ARGS(my_worker->cur_lsn));
+	else
+	{
+		PaTxn	   *txn = &my_sub->txns[wait % PA_MAX_INFLIGHT];
+		TransactionId xid = txn->remote_xid;
+		XLogRecPtr	lsn = txn->final_lsn;
+
+		if (pg_atomic_read_u64(&txn->seq) != wait)
+			xid = InvalidTransactionId; /* done and reused: nothing to name */
+		if (my_worker->wait_turn)
+			snprintf(buf, sizeof(buf), "remote transaction %u finished at %X/%X: waiting for its commit turn",
+					 my_worker->cur_xid, LSN_FORMAT_ARGS(my_worker->cur_lsn));
+		else if (TransactionIdIsValid(xid))
+			snprintf(buf, sizeof(buf), "remote transaction %u finished at %X/%X: waiting for remote transaction %u finished at %X/%X to commit",
+					 my_worker->cur_xid, LSN_FORMAT_ARGS(my_worker->cur_lsn),
+					 xid, LSN_FORMAT_ARGS(lsn));
+		else
+			snprintf(buf, sizeof(buf), "remote transaction %u finished at %X/%X: waiting for an earlier transaction to commit",
+					 my_worker->cur_xid, LSN_FORMAT_ARGS(my_worker->cur_lsn));
+	}
+	pgstat_report_activity(STATE_RUNNING, buf);
 }
 
 static inline void
@@ -98,11 +143,13 @@ pa_is_committed(uint64 seq)
 }
 
 /*
- * Wait until transaction seq has committed (the watermark reached it).
- * Returns true if we had to wait.
+ * Wait until transaction seq has committed (the watermark reached it); turn:
+ * it is the one just before ours, whose commit is our commit turn.  Returns
+ * true if we had to wait.  While waiting, stat_workers and pg_stat_activity
+ * say for what.
  */
-bool
-pa_wait_for_commit(uint64 seq)
+static bool
+wait_for_commit(uint64 seq, bool turn)
 {
 	bool		waited = false;
 
@@ -115,6 +162,12 @@ pa_wait_for_commit(uint64 seq)
 		CHECK_FOR_INTERRUPTS();
 		if (pg_atomic_read_u64(&my_sub->committed_seq) >= seq)
 			break;
+		if (!waited && my_worker != NULL)
+		{
+			my_worker->wait_turn = turn;
+			pg_atomic_write_u64(&my_worker->wait_seq, seq);
+			pa_report_activity();
+		}
 		waited = true;
 
 		txn = &my_sub->txns[seq % PA_MAX_INFLIGHT];
@@ -151,7 +204,18 @@ pa_wait_for_commit(uint64 seq)
 			proc_exit(0);
 	}
 	ConditionVariableCancelSleep();
+	if (waited && my_worker != NULL)
+	{
+		pg_atomic_write_u64(&my_worker->wait_seq, 0);
+		pa_report_activity();
+	}
 	return waited;
+}
+
+bool
+pa_wait_for_commit(uint64 seq)
+{
+	return wait_for_commit(seq, false);
 }
 
 /*
@@ -168,7 +232,7 @@ pa_commit_group(uint64 first, uint64 last, const PaMsgCommit *commit)
 	uint64		seq;
 
 	if (first > 1)
-		(void) pa_wait_for_commit(first - 1);
+		(void) wait_for_commit(first - 1, true);
 
 	if (IsTransactionState())
 	{
@@ -185,6 +249,9 @@ pa_commit_group(uint64 first, uint64 last, const PaMsgCommit *commit)
 
 	for (seq = first; seq <= last; seq++)
 		my_sub->txns[seq % PA_MAX_INFLIGHT].local_end = local_end;
+	pg_atomic_write_u64(&my_sub->last_commit_time, (uint64) commit->committime);
+	if (my_sub->has_error)		/* a hint; pa_sub_clear_error() checks */
+		pa_sub_clear_error(my_sub, my_sub->txns[last % PA_MAX_INFLIGHT].final_lsn);
 	pg_write_barrier();
 	pg_atomic_write_u64(&my_sub->committed_seq, last);
 

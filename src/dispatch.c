@@ -454,6 +454,7 @@ pa_dispatch_begin(TransactionId xid, XLogRecPtr final_lsn, TimestampTz committim
 
 	fifo[seq % PA_FIFO_SIZE].end_lsn = InvalidXLogRecPtr;
 	fifo[seq % PA_FIFO_SIZE].local_end = InvalidXLogRecPtr;
+	pg_atomic_write_u64(&sub->dispatched_seq, seq);	/* for the views */
 	fifo[seq % PA_FIFO_SIZE].done = false;
 	cur_seq = seq;
 	cur_worker = -1;

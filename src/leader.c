@@ -679,6 +679,19 @@ check_publisher_timeout(bool *ping_sent)
 }
 
 /*
+ * For stat_subscription: the send time of the message just read, and when
+ * it was received (the time read_burst() took when the data came: no clock
+ * reading per message on the leader's path).
+ */
+static void
+note_message(TimestampTz send_time)
+{
+	pg_atomic_write_u64(&pa_leader.sub->last_msg_send_time, (uint64) send_time);
+	pg_atomic_write_u64(&pa_leader.sub->last_msg_receipt_time,
+						(uint64) last_recv_time);
+}
+
+/*
  * One message of the replication stream: a data message goes to decode, a
  * keepalive is answered (at once if the publisher asks for a reply).
  */
@@ -697,8 +710,9 @@ process_message(char *buf, int len)
 	{
 		XLogRecPtr	start_lsn = pq_getmsgint64(&s);
 		XLogRecPtr	end_lsn = pq_getmsgint64(&s);
+		TimestampTz send_time = pq_getmsgint64(&s);
 
-		(void) pq_getmsgint64(&s);	/* send time */
+		note_message(send_time);
 		if (pa_leader.last_received < start_lsn)
 			pa_leader.last_received = start_lsn;
 		if (pa_leader.last_received < end_lsn)
@@ -710,8 +724,12 @@ process_message(char *buf, int len)
 		XLogRecPtr	end_lsn = pq_getmsgint64(&s);
 		bool		reply_requested;
 
-		(void) pq_getmsgint64(&s);	/* timestamp */
+		TimestampTz send_time = pq_getmsgint64(&s);
+
 		reply_requested = pq_getmsgbyte(&s);
+		note_message(send_time);
+		pg_atomic_write_u64(&pa_leader.sub->latest_end_lsn, end_lsn);
+		pg_atomic_write_u64(&pa_leader.sub->latest_end_time, (uint64) send_time);
 		if (pa_leader.last_received < end_lsn)
 			pa_leader.last_received = end_lsn;
 		pa_dispatch_process_completions();
@@ -1004,6 +1022,7 @@ pa_leader_main(Datum main_arg)
 	wait_for_exclusive_start();
 	pa_queue_reset(sub);
 	pg_atomic_write_u64(&sub->committed_seq, 0);
+	pg_atomic_write_u64(&sub->dispatched_seq, 0);
 	pg_atomic_write_u32(&sub->leader_waiting, 0);
 
 	LeaderMessageContext = AllocSetContextCreate(TopMemoryContext,
@@ -1068,6 +1087,16 @@ pa_leader_main(Datum main_arg)
 	}
 	PG_CATCH();
 	{
+		if (!reporting_worker_exit)
+		{
+			MemoryContext old = MemoryContextSwitchTo(TopMemoryContext);
+			ErrorData  *edata = CopyErrorData();
+
+			MemoryContextSwitchTo(old);
+			/* the leader's errors belong to no remote transaction */
+			pa_sub_record_error(sub, edata->message, InvalidTransactionId,
+								InvalidXLogRecPtr);
+		}
 		AbortOutOfAnyTransaction();
 		if (!reporting_worker_exit)
 			pgstat_report_subscription_error(sub->subid, true);

@@ -129,11 +129,22 @@ pa_shmem_startup(void)
 			for (j = 0; j < PA_NUM_CONFLICT_TYPES; j++)
 				pg_atomic_init_u64(&sub->conflicts[j], 0);
 			pg_atomic_init_u64(&sub->conflicts_reset, 0);
+			pg_atomic_init_u64(&sub->last_msg_send_time, 0);
+			pg_atomic_init_u64(&sub->last_msg_receipt_time, 0);
+			pg_atomic_init_u64(&sub->latest_end_lsn, 0);
+			pg_atomic_init_u64(&sub->latest_end_time, 0);
+			pg_atomic_init_u64(&sub->dispatched_seq, 0);
+			pg_atomic_init_u64(&sub->last_commit_time, 0);
+			SpinLockInit(&sub->error_lock);
+			pg_atomic_init_u64(&sub->apply_errors, 0);
+			pg_atomic_init_u64(&sub->error_lsn, 0);
+			sub->has_error = false;
 			for (j = 0; j < PA_MAX_WORKERS; j++)
 			{
 				pg_atomic_init_u64(&sub->workers[j].current_seq, 0);
 				pg_atomic_init_u64(&sub->workers[j].applied, 0);
 				pg_atomic_init_u32(&sub->workers[j].sleeping, 0);
+				pg_atomic_init_u64(&sub->workers[j].wait_seq, 0);
 			}
 			for (j = 0; j < PA_MAX_INFLIGHT; j++)
 			{
@@ -251,7 +262,55 @@ pa_sub_reset(PaSub *sub)
 	for (i = 0; i < PA_NUM_CONFLICT_TYPES; i++)
 		pg_atomic_write_u64(&sub->conflicts[i], 0);
 	pg_atomic_write_u64(&sub->conflicts_reset, 0);
+	pg_atomic_write_u64(&sub->last_msg_send_time, 0);
+	pg_atomic_write_u64(&sub->last_msg_receipt_time, 0);
+	pg_atomic_write_u64(&sub->latest_end_lsn, 0);
+	pg_atomic_write_u64(&sub->latest_end_time, 0);
+	pg_atomic_write_u64(&sub->dispatched_seq, 0);
+	pg_atomic_write_u64(&sub->last_commit_time, 0);
+	pg_atomic_write_u64(&sub->apply_errors, 0);
+	SpinLockAcquire(&sub->error_lock);
+	sub->has_error = false;
+	pg_atomic_write_u64(&sub->error_lsn, 0);
+	SpinLockRelease(&sub->error_lock);
 	sub->restart_now = false;
+}
+
+/*
+ * An apply error of the subscription: count it and keep it for
+ * stat_subscription (what the view's last_error* columns show), with the
+ * remote transaction that raised it (xid and finish LSN; invalid when the
+ * error belongs to no transaction, as a lost connection).
+ */
+void
+pa_sub_record_error(PaSub *sub, const char *message, TransactionId xid,
+					XLogRecPtr finish_lsn)
+{
+	TimestampTz now = GetCurrentTimestamp();
+
+	pg_atomic_fetch_add_u64(&sub->apply_errors, 1);
+	SpinLockAcquire(&sub->error_lock);
+	sub->has_error = true;
+	sub->error_time = now;
+	sub->error_xid = xid;
+	strlcpy(sub->error_message, message ? message : "", PA_ERROR_LEN);
+	pg_atomic_write_u64(&sub->error_lsn, finish_lsn);
+	SpinLockRelease(&sub->error_lock);
+}
+
+/*
+ * Transactions up to one finished at committed_lsn have been committed (or
+ * skipped): the last error is gone if its transaction was among them, or
+ * if it belonged to no transaction.
+ */
+void
+pa_sub_clear_error(PaSub *sub, XLogRecPtr committed_lsn)
+{
+	SpinLockAcquire(&sub->error_lock);
+	if (sub->has_error &&
+		pg_atomic_read_u64(&sub->error_lsn) <= committed_lsn)
+		sub->has_error = false;
+	SpinLockRelease(&sub->error_lock);
 }
 
 void

@@ -50,6 +50,7 @@
 #include "catalog/pg_extension.h"
 #include "catalog/pg_namespace.h"
 #include "catalog/pg_replication_origin.h"
+#include "catalog/pg_authid.h"
 #include "catalog/pg_subscription.h"
 #include "catalog/pg_subscription_rel.h"
 #include "commands/dbcommands.h"
@@ -910,7 +911,98 @@ stat_begin(FunctionCallInfo fcinfo, List **names, List **paused)
 }
 
 #define LSN_OR_NULL(lsn, v, n, i) \
-	do { if ((lsn) == InvalidXLogRecPtr) (n)[i] = true; else (v)[i] = LSNGetDatum(lsn); } while (0)
+	do { (n)[i] = ((lsn) == InvalidXLogRecPtr); if (!(n)[i]) (v)[i] = LSNGetDatum(lsn); } while (0)
+
+#define TIME_OR_NULL(t, v, n, i) \
+	do { (n)[i] = ((t) == 0); if (!(n)[i]) (v)[i] = TimestampTzGetDatum(t); } while (0)
+
+/*
+ * stat_subscription's columns 13-19: what the publisher sent last, and how
+ * far behind the subscription is (only while a leader runs)
+ */
+static void
+stat_lag(PaSub *sub, TimestampTz now, Datum *values, bool *nulls)
+{
+	XLogRecPtr	received = pg_atomic_read_u64(&sub->received_lsn);
+	XLogRecPtr	applied = pg_atomic_read_u64(&sub->applied_lsn);
+	uint64		dispatched = pg_atomic_read_u64(&sub->dispatched_seq);
+	uint64		committed = pg_atomic_read_u64(&sub->committed_seq);
+	TimestampTz last_commit = (TimestampTz) pg_atomic_read_u64(&sub->last_commit_time);
+	int64		pending_bytes = (received > applied) ? (int64) (received - applied) : 0;
+	int64		pending_txns = (dispatched > committed) ? (int64) (dispatched - committed) : 0;
+	Interval   *lag = (Interval *) palloc0(sizeof(Interval));
+
+	if (sub->leader_pid == 0)
+	{
+		int			i;
+
+		for (i = 13; i <= 19; i++)
+			nulls[i] = true;
+		return;
+	}
+	TIME_OR_NULL((TimestampTz) pg_atomic_read_u64(&sub->last_msg_send_time), values, nulls, 13);
+	TIME_OR_NULL((TimestampTz) pg_atomic_read_u64(&sub->last_msg_receipt_time), values, nulls, 14);
+	LSN_OR_NULL(pg_atomic_read_u64(&sub->latest_end_lsn), values, nulls, 15);
+	TIME_OR_NULL((TimestampTz) pg_atomic_read_u64(&sub->latest_end_time), values, nulls, 16);
+
+	/* behind: now minus the commit time of the last transaction applied */
+	if (pending_bytes > 0 || pending_txns > 0)
+	{
+		if (last_commit == 0)
+			nulls[17] = true;	/* none applied yet: not known */
+		else if (now > last_commit)
+			lag->time = now - last_commit;
+	}
+	values[17] = IntervalPGetDatum(lag);
+	values[18] = Int64GetDatum(pending_bytes);
+	values[19] = Int64GetDatum(pending_txns);
+}
+
+/*
+ * stat_subscription's columns 20-24: apply errors.  The message may hold
+ * row values, so only superusers, members of pg_read_all_stats and the
+ * subscription's owner see it.
+ */
+static void
+stat_error(PaSub *sub, Oid subid, bool read_all_stats, Datum *values,
+		   bool *nulls)
+{
+	bool		has_error;
+	TimestampTz time = 0;
+	TransactionId xid = InvalidTransactionId;
+	XLogRecPtr	lsn = InvalidXLogRecPtr;
+	char		message[PA_ERROR_LEN];
+
+	values[20] = Int64GetDatum(pg_atomic_read_u64(&sub->apply_errors));
+	nulls[20] = false;
+	SpinLockAcquire(&sub->error_lock);
+	has_error = sub->has_error;
+	if (has_error)
+	{
+		time = sub->error_time;
+		xid = sub->error_xid;
+		lsn = pg_atomic_read_u64(&sub->error_lsn);
+		memcpy(message, sub->error_message, PA_ERROR_LEN);
+	}
+	SpinLockRelease(&sub->error_lock);
+
+	nulls[21] = nulls[22] = nulls[23] = nulls[24] = true;
+	if (!has_error)
+		return;
+	TIME_OR_NULL(time, values, nulls, 21);
+	if (read_all_stats || pg_subscription_ownercheck(subid, GetUserId()))
+	{
+		message[PA_ERROR_LEN - 1] = '\0';
+		values[22] = CStringGetTextDatum(message);
+		nulls[22] = false;
+	}
+	if (TransactionIdIsValid(xid))
+	{
+		values[23] = TransactionIdGetDatum(xid);
+		nulls[23] = false;
+	}
+	LSN_OR_NULL(lsn, values, nulls, 24);
+}
 
 Datum
 pa_stat_subscription(PG_FUNCTION_ARGS)
@@ -923,11 +1015,15 @@ pa_stat_subscription(PG_FUNCTION_ARGS)
 			   *lc2,
 			   *lc3;
 
+	TimestampTz now = GetCurrentTimestamp();
+	bool		read_all_stats = has_privs_of_role(GetUserId(),
+												   ROLE_PG_READ_ALL_STATS);
+
 	oids = stat_begin(fcinfo, &names, &paused);
 	forthree(lc1, oids, lc2, names, lc3, paused)
 	{
-		Datum		values[13];
-		bool		nulls[13];
+		Datum		values[25];
+		bool		nulls[25];
 		PaSub	   *sub = pa_find_sub(lfirst_oid(lc1));
 
 		memset(nulls, 0, sizeof(nulls));
@@ -940,7 +1036,7 @@ pa_stat_subscription(PG_FUNCTION_ARGS)
 		{
 			int			i;
 
-			for (i = 3; i < 13; i++)
+			for (i = 3; i < 25; i++)
 				nulls[i] = true;
 		}
 		else
@@ -959,11 +1055,53 @@ pa_stat_subscription(PG_FUNCTION_ARGS)
 			values[10] = Int64GetDatum(pg_atomic_read_u64(&sub->serial_retries));
 			values[11] = Int64GetDatum(pg_atomic_read_u64(&sub->restarts));
 			values[12] = Int64GetDatum(pg_atomic_read_u64(&sub->paced_reads));
+			stat_lag(sub, now, values, nulls);
+			stat_error(sub, lfirst_oid(lc1), read_all_stats, values, nulls);
 		}
 		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
 	}
 	LWLockRelease(pa_shared->lock);
 	return (Datum) 0;
+}
+
+/*
+ * stat_workers' columns 7-12 for an apply worker: the remote transaction it
+ * applies (xid, finish LSN, since when), and what it waits for: its
+ * commit turn, or an earlier transaction's commit (whose xid and finish
+ * LSN).  Read without a lock, as hints: each field is written by the
+ * worker alone.
+ */
+static void
+stat_worker_txn(PaSub *sub, PaWorker *w, Datum *values, bool *nulls)
+{
+	TransactionId xid = w->cur_xid;
+	uint64		wait;
+	int			i;
+
+	for (i = 7; i < 13; i++)
+		nulls[i] = true;
+	if (!TransactionIdIsValid(xid))
+		return;
+	pg_read_barrier();			/* cur_xid is written last */
+	values[7] = TransactionIdGetDatum(xid);
+	values[8] = LSNGetDatum(w->cur_lsn);
+	TIME_OR_NULL(w->cur_start, values, nulls, 9);
+	nulls[7] = nulls[8] = false;
+
+	wait = pg_atomic_read_u64(&w->wait_seq);
+	if (wait != 0)
+	{
+		PaTxn	   *txn = &sub->txns[wait % PA_MAX_INFLIGHT];
+
+		values[10] = CStringGetTextDatum(w->wait_turn ? "commit turn" : "earlier transaction");
+		nulls[10] = false;
+		if (pg_atomic_read_u64(&txn->seq) == wait)
+		{
+			values[11] = TransactionIdGetDatum(txn->remote_xid);
+			values[12] = LSNGetDatum(txn->final_lsn);
+			nulls[11] = nulls[12] = false;
+		}
+	}
 }
 
 Datum
@@ -980,14 +1118,16 @@ pa_stat_workers(PG_FUNCTION_ARGS)
 	{
 		PaSub	   *sub = pa_find_sub(lfirst_oid(lc1));
 		Datum		subname = DirectFunctionCall1(namein, CStringGetDatum(lfirst(lc2)));
-		Datum		values[7];
-		bool		nulls[7];
+		Datum		values[13];
+		bool		nulls[13];
 		int			i;
 
 		if (sub == NULL || sub->leader_pid == 0)
 			continue;
 
 		memset(nulls, 0, sizeof(nulls));
+		for (i = 7; i < 13; i++)
+			nulls[i] = true;	/* the leader applies no transaction */
 		values[0] = ObjectIdGetDatum(sub->subid);
 		values[1] = subname;
 		values[2] = CStringGetTextDatum("leader");
@@ -1009,6 +1149,7 @@ pa_stat_workers(PG_FUNCTION_ARGS)
 			values[4] = Int32GetDatum(pid);
 			values[5] = Int64GetDatum(pg_atomic_read_u64(&w->applied));
 			values[6] = CStringGetTextDatum(worker_state_name(w->state));
+			stat_worker_txn(sub, w, values, nulls);
 			tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
 		}
 	}
@@ -1128,6 +1269,7 @@ pa_reset_subscription_stats(PG_FUNCTION_ARGS)
 	{
 		for (i = 0; i < PA_NUM_CONFLICT_TYPES; i++)
 			pg_atomic_write_u64(&sub->conflicts[i], 0);
+		pg_atomic_write_u64(&sub->apply_errors, 0);
 		pg_atomic_write_u64(&sub->conflicts_reset,
 							(uint64) GetCurrentTimestamp());
 	}

@@ -59,6 +59,7 @@
 #include "tcop/tcopprot.h"
 #include "utils/guc.h"
 #include "utils/memutils.h"
+#include "utils/timestamp.h"
 
 static PaWorkerArgs my_args;
 static PaSub *my_sub;
@@ -67,6 +68,7 @@ static StringInfoData inbuf;
 static char origin_name[NAMEDATALEN];
 static char subname[NAMEDATALEN];	/* for messages */
 static bool flush_commits = false;	/* subscription asks for durability */
+static bool activity_running = false;	/* pg_stat_activity says we apply */
 
 /*
  * The open commit group: consecutive transactions first..last applied in
@@ -207,6 +209,11 @@ next_message(StringInfo msg)
 
 		/* tell the leader to wake us, check once more, then sleep */
 		me->state = PA_WORKER_IDLE;
+		if (activity_running)
+		{
+			pa_report_activity();	/* idle: cur_xid is invalid */
+			activity_running = false;
+		}
 		pg_atomic_write_u32(&me->sleeping, 1);
 		pg_memory_barrier();
 		if (!fill_inbuf())
@@ -314,6 +321,7 @@ commit_group(const PaMsgCommit *commit)
 	pg_atomic_fetch_add_u64(&me->applied, n);
 	pg_atomic_fetch_add_u64(&my_sub->txns_applied, n);
 	pg_atomic_write_u64(&me->current_seq, 0);
+	me->cur_xid = InvalidTransactionId;
 	group_first = group_last = 0;
 
 	/*
@@ -359,6 +367,12 @@ handle_begin(StringInfo msg)
 	pa_errctx.finish_lsn = begin.final_lsn;
 	pa_apply_commit_time = begin.committime;
 	pa_apply_change = 0;
+	me->cur_lsn = begin.final_lsn;
+	me->cur_start = GetCurrentTimestamp();
+	pg_write_barrier();
+	me->cur_xid = begin.remote_xid;
+	pa_report_activity();
+	activity_running = true;
 
 	pg_atomic_write_u64(&me->current_seq, begin.seq);
 	pa_commit_start(cur_txn);
@@ -513,6 +527,8 @@ pa_worker_main(Datum main_arg)
 	me->failed_seq = 0;
 	me->group_failed = false;
 	me->conflict_failed = false;
+	me->cur_xid = InvalidTransactionId;
+	pg_atomic_write_u64(&me->wait_seq, 0);
 	me->state = PA_WORKER_IDLE;
 	pg_atomic_write_u64(&me->current_seq, 0);
 	pg_write_barrier();
@@ -546,11 +562,12 @@ pa_worker_main(Datum main_arg)
 	originid = replorigin_by_name(origin_name, false);
 	CommitTransactionCommand();
 
-	pa_commit_init(my_sub, originid, my_args.leader_pid);
+	pa_commit_init(my_sub, me, originid, my_args.leader_pid);
 	pa_apply_subid = my_args.subid;
 	pa_apply_init();
 	pa_conflict_init(my_sub, me, subname);
 	pa_errctx.origin_name = origin_name;
+	pa_report_activity();		/* idle */
 
 	/* tag our WAL with the subscription's origin, as the built-in worker does */
 	replorigin_session_origin = originid;
@@ -568,13 +585,19 @@ pa_worker_main(Datum main_arg)
 	}
 	PG_CATCH();
 	{
+		ErrorData  *edata;
+
 		HOLD_INTERRUPTS();
 		EmitErrorReport();
 		error_context_stack = NULL;
+		MemoryContextSwitchTo(TopMemoryContext);
+		edata = CopyErrorData();
 		AbortOutOfAnyTransaction();
 		FlushErrorState();
 		RESUME_INTERRUPTS();
 		pgstat_report_subscription_error(my_args.subid, true);
+		pa_sub_record_error(my_sub, edata->message, pa_errctx.remote_xid,
+							pa_errctx.finish_lsn);
 		pa_conflict_abort();
 		proc_exit(1);
 	}

@@ -345,18 +345,8 @@ $sub->safe_psql('postgres', q{
 CREATE ROLE alice LOGIN;
 GRANT INSERT, UPDATE, DELETE ON conf_tab, par_tab, dep_tab TO alice;
 GRANT SELECT (id, u) ON conf_tab TO alice;
-ALTER ROLE alice SUPERUSER;
-ALTER SUBSCRIPTION sub OWNER TO alice;
-ALTER ROLE alice NOSUPERUSER;
 });
-if ($engine)
-{
-	pa_poll($sub, q{
-SELECT count(*) = 5 AND bool_and(usename = 'alice') FROM pg_stat_activity
-WHERE backend_type IN ('parallel_apply leader', 'parallel_apply worker')},
-		't', 'the engine runs as alice');
-	pa_wait_engine($sub, 'sub');
-}
+pa_set_owner($sub, 'sub', 'alice', 5);
 
 # one insert_exists (or multiple_unique_conflicts) as alice: the line, the
 # history row(s) (each [where, sql condition]), the fix

@@ -86,6 +86,7 @@ our @EXPORT = qw(
   pa_rel_stats_all
   pa_unique_violation_re
   pa_missing_row_re
+  pa_set_owner
 );
 
 # True unless PA_NO_ENGINE is set: tests then run against parallel_apply.
@@ -1245,6 +1246,36 @@ sub pa_missing_row_re
 	return qr/logical replication did not find row to be (?:updated|deleted)/
 	  unless pa_engine();
 	return qr/conflict detected on relation "[^"]+": conflict=(?:update|delete)_missing/;
+}
+
+
+=pod
+
+=item pa_set_owner($sub, $subname, $role, $processes)
+
+Make the existing non-superuser $role the owner of subscription $subname
+(ALTER SUBSCRIPTION ... OWNER TO needs the new owner to be a superuser at
+that moment in PostgreSQL 15, so $role is one for the statement only) and,
+with the engine, wait until its $processes processes (leader and workers)
+run as $role and it streams again.
+
+=cut
+
+sub pa_set_owner
+{
+	my ($sub, $subname, $role, $processes) = @_;
+	$sub->safe_psql('postgres', qq{
+ALTER ROLE $role SUPERUSER;
+ALTER SUBSCRIPTION $subname OWNER TO $role;
+ALTER ROLE $role NOSUPERUSER;
+});
+	return unless pa_engine();
+	pa_poll($sub, qq{
+SELECT count(*) = $processes AND bool_and(usename = '$role') FROM pg_stat_activity
+WHERE backend_type IN ('parallel_apply leader', 'parallel_apply worker')},
+		't', "the engine runs as $role");
+	pa_wait_engine($sub, $subname);
+	return;
 }
 
 1;
