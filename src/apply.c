@@ -28,8 +28,9 @@
  *	- A local row that UPDATE or DELETE cannot find is looked for again once
  *	  every transaction before the worker's open group has committed, then
  *	  skipped and reported as PostgreSQL 18 does (update_missing,
- *	  delete_missing); the other conflicts are found and reported by
- *	  conflict.c, at the places PostgreSQL 18 looks for them: the origin of
+ *	  delete_missing), with PostgreSQL 15's DEBUG1 line too; the other
+ *	  conflicts are found and reported by conflict.c, at the places
+ *	  PostgreSQL 18 looks for them: the origin of
  *	  a found row before it is changed, and a unique key when inserting the
  *	  new row's index entries flagged it as possibly taken
  *	  (insert_index_entries).
@@ -112,6 +113,8 @@ static bool FindReplTupleInLocalRel(EState *estate, Relation localrel,
 									LogicalRepRelation *remoterel,
 									TupleTableSlot *remoteslot,
 									TupleTableSlot **localslot);
+static void report_missing_row(Relation localrel, CmdType operation,
+							   bool partition);
 static TupleTableSlot *remote_new_row(EState *estate, Relation localrel,
 									  PaRelMapEntry *rel,
 									  LogicalRepTupleData *newtup);
@@ -704,6 +707,33 @@ find_local_row(EState *estate, Relation localrel,
 }
 
 /*
+ * PostgreSQL 15's own DEBUG1 line for a row an UPDATE or DELETE does not
+ * find, kept beside PostgreSQL 18's conflict report (pa_report_missing)
+ * for whoever looks for it.
+ */
+static void
+report_missing_row(Relation localrel, CmdType operation, bool partition)
+{
+	const char *relname = RelationGetRelationName(localrel);
+
+	if (operation == CMD_UPDATE && !partition)
+		elog(DEBUG1,
+			 "logical replication did not find row to be updated "
+			 "in replication target relation \"%s\"", relname);
+	else if (operation == CMD_UPDATE)
+		elog(DEBUG1,
+			 "logical replication did not find row to be updated "
+			 "in replication target relation's partition \"%s\"", relname);
+	else
+	{
+		/* a DELETE routed to a partition names the partition as its target */
+		elog(DEBUG1,
+			 "logical replication did not find row to be deleted "
+			 "in replication target relation \"%s\"", relname);
+	}
+}
+
+/*
  * The remote new row of an UPDATE as the publisher sent it (a column it
  * did not send, unchanged TOAST included, is NULL), for a conflict report.
  */
@@ -1043,9 +1073,12 @@ apply_update_internal(PaExecData *edata, ResultRelInfo *relinfo,
 				   remoteslot);
 	}
 	else
+	{
+		report_missing_row(localrel, CMD_UPDATE, false);
 		pa_report_missing(estate, relinfo, PA_CT_UPDATE_MISSING, remoteslot,
 						  remote_new_row(estate, localrel, relmapentry,
 										 newtup));
+	}
 
 	close_indices(relinfo, opened);
 	EvalPlanQualEnd(&epqstate);
@@ -1119,8 +1152,11 @@ apply_delete_internal(PaExecData *edata, ResultRelInfo *relinfo,
 		delete_row(relinfo, estate, localslot);
 	}
 	else
+	{
+		report_missing_row(localrel, CMD_DELETE, false);
 		pa_report_missing(estate, relinfo, PA_CT_DELETE_MISSING, remoteslot,
 						  NULL);
+	}
 
 	close_indices(relinfo, opened);
 }
@@ -1223,6 +1259,7 @@ apply_tuple_routing(PaExecData *edata, TupleTableSlot *remoteslot,
 									   remoteslot_part, &localslot);
 				if (!found)
 				{
+					report_missing_row(partrel, CMD_UPDATE, true);
 					pa_report_missing(estate, partrelinfo,
 									  PA_CT_UPDATE_MISSING, remoteslot_part,
 									  remote_new_row(estate, partrel,
