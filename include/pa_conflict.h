@@ -92,8 +92,9 @@ extern void pa_check_unique(EState *estate, ResultRelInfo *relinfo,
 extern bool pa_origin_differs(TupleTableSlot *localslot);
 
 /*
- * Report update_origin_differs or delete_origin_differs (LOG) once the
- * predecessors have committed; the caller then applies the change.
+ * Report update_origin_differs or delete_origin_differs (LOG, when the
+ * transaction commits: pa_conflict_commit); the caller then applies the
+ * change.
  * remoteslot is the remote new row (UPDATE) or NULL.
  */
 extern void pa_report_origin_differs(EState *estate, ResultRelInfo *relinfo,
@@ -103,9 +104,9 @@ extern void pa_report_origin_differs(EState *estate, ResultRelInfo *relinfo,
 									 TupleTableSlot *remoteslot);
 
 /*
- * Report update_missing or delete_missing (LOG); the caller skips the
- * change.  The caller has already looked again after the predecessors
- * committed.
+ * Report update_missing or delete_missing (LOG, when the transaction
+ * commits); the caller skips the change.  The caller has already looked
+ * again after the predecessors committed.
  */
 extern void pa_report_missing(EState *estate, ResultRelInfo *relinfo,
 							  PaConflictType type,

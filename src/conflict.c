@@ -50,7 +50,6 @@
 #include "access/sysattr.h"
 #include "access/tableam.h"
 #include "access/xact.h"
-#include "storage/lmgr.h"
 #include "catalog/index.h"
 #include "catalog/pg_type.h"
 #include "commands/extension.h"
@@ -59,11 +58,10 @@
 #include "funcapi.h"
 #include "mb/pg_wchar.h"
 #include "miscadmin.h"
-#include "optimizer/optimizer.h"
 #include "replication/origin.h"
+#include "storage/lmgr.h"
 #include "utils/acl.h"
 #include "utils/builtins.h"
-#include "utils/datum.h"
 #include "utils/fmgrprotos.h"
 #include "utils/guc.h"
 #include "utils/lsyscache.h"
@@ -169,7 +167,7 @@ static List *deferred = NIL;	/* DeferredReports */
 static int	unrecorded = 0;		/* conflicts past that limit, not recorded
 								 * in the history (memory stays bounded) */
 
-static void pa_conflict_flush(void);
+static void flush_history(void);
 
 const char *
 pa_conflict_type_name(PaConflictType type)
@@ -1017,7 +1015,7 @@ pa_conflict_commit(void)
 		}
 	}
 	deferred = NIL;
-	pa_conflict_flush();
+	flush_history();
 }
 
 void
@@ -1025,14 +1023,15 @@ pa_conflict_abort(void)
 {
 	/* met again when the transaction is applied again */
 	deferred = NIL;
-	pa_conflict_flush();
+	flush_history();
 }
 
 #define HISTORY_NARGS 19
 
 /*
  * Insert (or count again) the pending rows, in a transaction, as the
- * extension's owner (the history table's), whose statement only runs
+ * extension's owner, who owns the history table; only this statement runs
+ * under that identity
  */
 static void
 write_history(void)
@@ -1143,7 +1142,7 @@ write_history(void)
 }
 
 static void
-pa_conflict_flush(void)
+flush_history(void)
 {
 	RepOriginId save_origin = replorigin_session_origin;
 	XLogRecPtr	save_lsn = replorigin_session_origin_lsn;
@@ -1161,10 +1160,11 @@ pa_conflict_flush(void)
 						   PA_MAX_DEFERRED_CONFLICTS)));
 		unrecorded = 0;
 	}
+	/* called with no deferred report left: everything here can go */
+	Assert(deferred == NIL);
 	if (pending == NIL)
 	{
-		if (deferred == NIL)
-			MemoryContextReset(HistoryContext);
+		MemoryContextReset(HistoryContext);
 		return;
 	}
 	Assert(!IsTransactionState());
@@ -1205,7 +1205,6 @@ pa_conflict_flush(void)
 	replorigin_session_origin_lsn = save_lsn;
 	replorigin_session_origin_timestamp = save_ts;
 	pending = NIL;
-	if (deferred == NIL)
-		MemoryContextReset(HistoryContext);
+	MemoryContextReset(HistoryContext);
 	MemoryContextSwitchTo(oldcxt);
 }
