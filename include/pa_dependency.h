@@ -36,5 +36,18 @@ extern void pa_dep_change(uint64 seq, PaDepRel *rel, const char *msg, int len,
 						  PaDepAcc *acc);
 extern void pa_dep_truncate(uint64 seq, PaDepAcc *acc);
 extern void pa_dep_end_batch(void);
+extern void pa_dep_barrier(uint64 seq, PaDepRel *rel);
+
+/* a streamed transaction applied while it streams (see dependency.c) */
+typedef struct DepStream PaDepStream;
+
+extern PaDepStream *pa_dep_stream_create(void);
+extern void pa_dep_stream_free(PaDepStream *st);
+extern void pa_dep_stream_change(PaDepStream *st, PaDepRel *rel,
+								 const char *msg, int len, PaDepAcc *acc);
+extern void pa_dep_stream_table(PaDepStream *st, PaDepRel *rel, PaDepAcc *acc);
+extern void pa_dep_stream_truncate(PaDepStream *st, uint64 last_seq,
+								   PaDepAcc *acc);
+extern void pa_dep_stream_commit(PaDepStream *st, uint64 seq);
 
 #endif							/* PA_DEPENDENCY_H */

@@ -69,6 +69,24 @@ extern bool pa_dispatch_process_completions(void);
 extern void pa_dispatch_flush(void);
 extern void pa_dispatch_flush_wal_if_idle(void);
 extern XLogRecPtr pa_dispatch_current_final_lsn(void);
+extern bool pa_dispatch_waits_for_stream(void);
+
+/* dispatch.c: streamed transactions applied while they stream */
+typedef struct PaStream PaStream;
+
+extern PaStream *pa_dispatch_stream_open(TransactionId xid);
+extern bool pa_dispatch_stream_spilling(PaStream *st, TransactionId subxid);
+extern void pa_dispatch_stream_replay(PaStream *st, XLogRecPtr commit_lsn,
+									  TimestampTz committime);
+extern void pa_dispatch_stream_relation(PaStream *st, LogicalRepRelId relid,
+										const char *msg, int len);
+extern void pa_dispatch_stream_change(PaStream *st, TransactionId subxid,
+									  const char *msg, int len,
+									  LogicalRepRelId *relids, int nrelids);
+extern bool pa_dispatch_stream_abort(PaStream *st, TransactionId subxid);
+extern void pa_dispatch_stream_commit(PaStream *st, XLogRecPtr commit_lsn,
+									  XLogRecPtr end_lsn,
+									  TimestampTz committime);
 extern void pa_dispatch_positions(XLogRecPtr *applied, XLogRecPtr *flushed,
 								  bool *pending);
 

@@ -27,6 +27,23 @@
 #define PA_MSG_COMMIT	'C'
 #define PA_MSG_WAIT		'W'		/* uint64 seq: wait for its commit first */
 
+/*
+ * A streamed transaction applied while it streams: STREAM_START opens it in
+ * the worker (which then receives nothing else until it ends); SUBXACT
+ * names the sub-transaction of the changes that follow (the worker opens a
+ * savepoint at each new one); PRED names the latest transaction dispatched
+ * before the changes that follow, all of which precede the stream in
+ * commit order (a row an UPDATE or DELETE cannot find is looked for again
+ * once it has committed); STREAM_ABORT rolls back to a sub-transaction's
+ * savepoint, or the whole transaction when it names the top-level xid;
+ * STREAM_COMMIT gives it its place in commit order and commits it there.
+ */
+#define PA_MSG_STREAM_START		'S' /* PaMsgStream */
+#define PA_MSG_SUBXACT			'X' /* TransactionId subxid */
+#define PA_MSG_PRED				'R' /* uint64 seq */
+#define PA_MSG_STREAM_ABORT		'A' /* TransactionId subxid */
+#define PA_MSG_STREAM_COMMIT	'K' /* PaMsgBegin, then PaMsgCommit */
+
 typedef struct PaMsgBegin
 {
 	uint64		seq;			/* commit-order sequence number */
@@ -37,6 +54,12 @@ typedef struct PaMsgBegin
 	bool		alone;			/* commit it on its own, in no group (the
 								 * serial window after a failure) */
 } PaMsgBegin;
+
+typedef struct PaMsgStream
+{
+	TransactionId remote_xid;	/* the top-level xid */
+	uint64		pred;			/* latest transaction dispatched before it */
+} PaMsgStream;
 
 typedef struct PaMsgCommit
 {

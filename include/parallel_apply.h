@@ -59,6 +59,8 @@
 #define PA_LOCKTAG_COMMIT_ORDER 0x5041
 /* ... and for the lock serializing attach markers (sqlapi.c) */
 #define PA_LOCKTAG_MARKERS		0x5042
+/* ... and for the lock a worker holds while it has a stream open */
+#define PA_LOCKTAG_STREAM		0x5043
 
 /* GUCs (src/parallel_apply.c) */
 extern int	pa_workers;
@@ -69,6 +71,8 @@ extern int	pa_receive_batch;
 extern int	pa_launcher_naptime_ms;
 extern int	pa_group_size;
 extern int	pa_max_transaction_keys;
+extern int	pa_max_streams;
+extern int	pa_stream_spill_timeout_ms;
 extern char *pa_database;
 
 /* A piece of the bounded queue memory: carries framed messages to a worker */
@@ -133,6 +137,17 @@ typedef struct PaWorker
 	TimestampTz cur_start;
 	pg_atomic_uint64 wait_seq;
 	bool		wait_turn;
+
+	/*
+	 * the streamed transaction it applies while it streams (remote xid),
+	 * InvalidTransactionId when none (worker; waiters read it, after
+	 * lock_held of the transaction they wait for, to choose the lock to
+	 * wait on); and the chunks it has taken from its dispatch queue, which
+	 * the leader compares with those it sent to bound what one stream
+	 * holds of queue memory (worker)
+	 */
+	pg_atomic_uint32 stream_xid;
+	pg_atomic_uint64 chunks_taken;
 } PaWorker;
 
 typedef enum PaSubState
@@ -190,6 +205,16 @@ typedef struct PaSub
 	pg_atomic_uint64 serial_retries;
 	pg_atomic_uint64 restarts;
 	pg_atomic_uint64 paced_reads;	/* pauses of paced reads (leader.c) */
+
+	/*
+	 * streamed transactions (leader): committed after being applied while
+	 * they streamed, wholly or partly spilled to a file, the bytes written
+	 * to such files, and the streams open in workers right now
+	 */
+	pg_atomic_uint64 streams_applied;
+	pg_atomic_uint64 streams_spilled;
+	pg_atomic_uint64 bytes_spilled;
+	pg_atomic_uint32 streams_open;
 
 	/*
 	 * conflicts met, per PaConflictType (workers), and when they were last

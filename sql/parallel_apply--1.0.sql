@@ -74,7 +74,11 @@ CREATE FUNCTION @extschema@.stat_subscription_internal(
 	OUT last_error_time timestamptz,
 	OUT last_error text,
 	OUT last_error_xid xid,
-	OUT last_error_lsn pg_lsn)
+	OUT last_error_lsn pg_lsn,
+	OUT streams_applied bigint,
+	OUT streams_open integer,
+	OUT streams_spilled bigint,
+	OUT bytes_spilled bigint)
 RETURNS SETOF record
 AS 'MODULE_PATHNAME', 'pa_stat_subscription'
 LANGUAGE C STRICT VOLATILE;
@@ -92,7 +96,8 @@ CREATE FUNCTION @extschema@.stat_workers_internal(
 	OUT xact_start timestamptz,
 	OUT waiting_for text,
 	OUT waiting_for_xid xid,
-	OUT waiting_for_lsn pg_lsn)
+	OUT waiting_for_lsn pg_lsn,
+	OUT stream_xid xid)
 RETURNS SETOF record
 AS 'MODULE_PATHNAME', 'pa_stat_workers'
 LANGUAGE C STRICT VOLATILE;

@@ -81,7 +81,17 @@ pa_report_activity(void)
 		pgstat_report_activity(STATE_IDLE, "");
 		return;
 	}
-	if (wait == 0)
+	if (XLogRecPtrIsInvalid(my_worker->cur_lsn))
+	{
+		/* a streamed transaction, applied while it streams */
+		if (wait == 0)
+			snprintf(buf, sizeof(buf), "applying streamed transaction %u, in progress on the publisher",
+					 my_worker->cur_xid);
+		else
+			snprintf(buf, sizeof(buf), "streamed transaction %u, in progress on the publisher: waiting for an earlier transaction to commit",
+					 my_worker->cur_xid);
+	}
+	else if (wait == 0)
 		snprintf(buf, sizeof(buf), "applying remote transaction %u finished at %X/%X",
 				 my_worker->cur_xid, LSN_FORMAT_ARGS(my_worker->cur_lsn));
 	else
@@ -111,6 +121,37 @@ set_tag(LOCKTAG *tag, uint64 seq)
 {
 	SET_LOCKTAG_ADVISORY(*tag, MyDatabaseId, my_sub->subid, (uint32) seq,
 						 PA_LOCKTAG_COMMIT_ORDER);
+}
+
+static inline void
+set_stream_tag(LOCKTAG *tag, int worker)
+{
+	SET_LOCKTAG_ADVISORY(*tag, MyDatabaseId, my_sub->subid, (uint32) worker,
+						 PA_LOCKTAG_STREAM);
+}
+
+/*
+ * The stream lock: held by a worker while a streamed transaction is open in
+ * it, before it has a place in commit order and so a commit-order lock.  A
+ * transaction that waits for the stream's commit waits on it, so that a
+ * cycle through rows the stream holds is visible to the deadlock detector.
+ */
+void
+pa_stream_lock_acquire(void)
+{
+	LOCKTAG		tag;
+
+	set_stream_tag(&tag, my_worker - my_sub->workers);
+	(void) LockAcquire(&tag, ExclusiveLock, true, false);
+}
+
+void
+pa_stream_lock_release(void)
+{
+	LOCKTAG		tag;
+
+	set_stream_tag(&tag, my_worker - my_sub->workers);
+	LockRelease(&tag, ExclusiveLock, true);
 }
 
 /* The worker starts applying txn: take its commit lock and say so */
@@ -182,6 +223,19 @@ wait_for_commit(uint64 seq, bool turn)
 		{
 			ConditionVariableCancelSleep();
 			wait_on_lock(seq);
+			continue;
+		}
+		/* its worker still applies it as a stream: wait on its stream lock */
+		if (ours && txn->worker != my_worker - my_sub->workers &&
+			pg_atomic_read_u32(&my_sub->workers[txn->worker].stream_xid) !=
+			InvalidTransactionId)
+		{
+			LOCKTAG		tag;
+
+			ConditionVariableCancelSleep();
+			set_stream_tag(&tag, txn->worker);
+			(void) LockAcquire(&tag, ShareLock, true, false);
+			LockRelease(&tag, ShareLock, true);
 			continue;
 		}
 		cur = ours ?

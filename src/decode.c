@@ -4,21 +4,33 @@
  *	  The leader's parser of the pgoutput stream.
  *
  * Owns: the boundaries of remote transactions (BEGIN/COMMIT and
- * STREAM START/STOP/COMMIT/ABORT) and the spool files of streamed
- * (in-progress) transactions.
+ * STREAM START/STOP/COMMIT/ABORT), which streamed (in-progress)
+ * transactions are applied while they stream and which are spilled, and
+ * the spool files of the latter.
+ *
+ * A streamed transaction is, from its first STREAM START, either applied
+ * while it streams (dispatch gave it a worker: its changes go there as they
+ * arrive) or spooled (no worker could take it: its changes go to a file and
+ * it is dispatched whole at its commit, as PostgreSQL 15's own worker
+ * does).  A stream applied while it streams whose worker stops taking its
+ * changes (dispatch says so) spills: the rest goes to a file, replayed into
+ * the same worker at its commit.
  *
  * Invariants kept here:
  *	- every message PG15's pgoutput can send is recognised; two-phase
  *	  messages are refused (attach refuses two_phase subscriptions);
- *	- a streamed transaction is spooled to a temporary file, one per
- *	  top-level xid, with the 4-byte sub-transaction xid that prefixes every
- *	  change inside a stream removed; STREAM ABORT of a sub-transaction cuts
- *	  the file back to where that sub-transaction's first change began, so
- *	  only surviving changes are ever dispatched;
+ *	- a spool file holds the changes of one top-level xid, each with the
+ *	  4-byte sub-transaction xid that prefixed it; STREAM ABORT of a
+ *	  sub-transaction cuts the file back to where that sub-transaction's
+ *	  first change began (to its start when the sub-transaction began in
+ *	  the worker), so only surviving changes are ever dispatched from it;
+ *	- a STREAM ABORT of a transaction or sub-transaction never seen is
+ *	  ignored (a PostgreSQL 18 publisher sends them); STREAM STOP without
+ *	  STREAM START, and STREAM COMMIT of a transaction never streamed, are
+ *	  protocol errors;
  *	- a streamed transaction gets its commit-order position only at STREAM
- *	  COMMIT, when its spool is replayed to dispatch as one transaction; the
- *	  RELATION messages it carried are therefore merged into the global
- *	  relation map only when it commits;
+ *	  COMMIT; the RELATION messages it carried are merged into the global
+ *	  relation map only then (dispatch.c);
  *	- the replay goes in steps (pa_decode_replay), which stop whenever
  *	  dispatch has bytes waiting for queue memory; the leader reads nothing
  *	  else until the replay is done, so its memory stays bounded;
@@ -51,11 +63,14 @@ typedef struct SpoolSubxact
 typedef struct Spool
 {
 	TransactionId xid;
-	BufFile    *file;
+	PaStream   *stream;			/* applied while it streams, by this worker
+								 * of dispatch's; NULL: spooled */
+	BufFile    *file;			/* NULL until a change is spilled */
 	SpoolPos	end;			/* logical end: data beyond it was aborted */
 	List	   *subxacts;		/* SpoolSubxact *, in order of first change */
 	TransactionId last_subxid;	/* of the last change written, if in
 								 * subxacts */
+	bool		counted;		/* in streams_spilled */
 } Spool;
 
 static MemoryContext SpoolContext = NULL;
@@ -71,15 +86,23 @@ static Spool *replay = NULL;
 static SpoolPos replay_pos;		/* next change to replay */
 static LogicalRepCommitData replay_commit;
 static StringInfoData replay_buf;	/* the change being replayed */
+static StringInfoData stream_buf;	/* a change of a stream, xid removed */
 
 void
 pa_decode_init(void)
 {
+	MemoryContext old;
+
 	SpoolContext = AllocSetContextCreate(TopMemoryContext,
 										 "parallel_apply stream spools",
 										 ALLOCSET_DEFAULT_SIZES);
 	replay = NULL;
 	replay_buf.data = NULL;
+	old = MemoryContextSwitchTo(SpoolContext);
+	initStringInfo(&stream_buf);
+	MemoryContextSwitchTo(old);
+	cur_stream = NULL;
+	spools = NIL;
 }
 
 bool
@@ -113,7 +136,6 @@ spool_find(TransactionId xid, bool create)
 	old = MemoryContextSwitchTo(SpoolContext);
 	spool = palloc0(sizeof(Spool));
 	spool->xid = xid;
-	spool->file = BufFileCreateTemp(true);
 	spools = lappend(spools, spool);
 	MemoryContextSwitchTo(old);
 	return spool;
@@ -123,17 +145,36 @@ static void
 spool_free(Spool *spool)
 {
 	spools = list_delete_ptr(spools, spool);
-	BufFileClose(spool->file);
+	if (spool->file != NULL)
+		BufFileClose(spool->file);
 	list_free_deep(spool->subxacts);
 	pfree(spool);
 }
 
-/* Append one change (type byte + body, xid prefix removed) to the spool */
+/*
+ * Append one change to the spool: its length (type byte and body), its
+ * sub-transaction xid, its type byte, its body (the xid prefix removed)
+ */
 static void
 spool_write(Spool *spool, TransactionId subxid, char type,
 			const char *body, int bodylen)
 {
 	uint32		len = 1 + bodylen;
+
+	if (spool->file == NULL)
+	{
+		MemoryContext old = MemoryContextSwitchTo(SpoolContext);
+
+		spool->file = BufFileCreateTemp(true);
+		MemoryContextSwitchTo(old);
+	}
+	if (!spool->counted)
+	{
+		spool->counted = true;
+		pg_atomic_fetch_add_u64(&pa_leader.sub->streams_spilled, 1);
+	}
+	pg_atomic_fetch_add_u64(&pa_leader.sub->bytes_spilled,
+							sizeof(len) + sizeof(subxid) + len);
 
 	if (subxid != spool->xid && subxid != spool->last_subxid)
 	{
@@ -181,12 +222,16 @@ spool_write(Spool *spool, TransactionId subxid, char type,
 				 errmsg("could not seek in the spool file of streamed transaction %u: %m",
 						spool->xid)));
 	BufFileWrite(spool->file, &len, sizeof(len));
+	BufFileWrite(spool->file, &subxid, sizeof(subxid));
 	BufFileWrite(spool->file, &type, 1);
 	BufFileWrite(spool->file, (void *) body, bodylen);
 	BufFileTell(spool->file, &spool->end.fileno, &spool->end.offset);
 }
 
-/* STREAM ABORT: drop a whole transaction or cut back to a sub-transaction */
+/*
+ * STREAM ABORT: drop a whole transaction or cut back to a sub-transaction;
+ * one never seen (nothing was streamed for it) is ignored
+ */
 static void
 spool_abort(TransactionId xid, TransactionId subxid)
 {
@@ -194,10 +239,28 @@ spool_abort(TransactionId xid, TransactionId subxid)
 	int			i;
 
 	if (spool == NULL)
-		return;					/* nothing was streamed for it */
+		return;
 	if (subxid == xid)
 	{
+		if (spool->stream != NULL)
+			(void) pa_dispatch_stream_abort(spool->stream, xid);
 		spool_free(spool);
+		return;
+	}
+
+	/*
+	 * A sub-transaction that began in the worker: the worker rolls back to
+	 * its savepoint, and whatever was spilled since belongs to it (or to
+	 * sub-transactions inside it).
+	 */
+	if (spool->stream != NULL &&
+		pa_dispatch_stream_abort(spool->stream, subxid))
+	{
+		spool->end.fileno = 0;
+		spool->end.offset = 0;
+		spool->last_subxid = InvalidTransactionId;
+		list_free_deep(spool->subxacts);
+		spool->subxacts = NIL;
 		return;
 	}
 	for (i = 0; i < list_length(spool->subxacts); i++)
@@ -229,7 +292,8 @@ read_exact(BufFile *file, void *ptr, size_t size, TransactionId xid)
 						xid)));
 }
 
-static void decode_change(char type, StringInfo s, const char *msg, int msglen);
+static void decode_change(char type, StringInfo s, const char *msg, int msglen,
+						  PaStream *stream, TransactionId subxid);
 
 /*
  * STREAM COMMIT: give the spooled transaction its commit-order position and
@@ -240,7 +304,33 @@ static void decode_change(char type, StringInfo s, const char *msg, int msglen);
 static void
 spool_commit(Spool *spool, LogicalRepCommitData *commit)
 {
-	pa_dispatch_begin(spool->xid, commit->commit_lsn, commit->committime);
+	/* applied while it streamed, nothing spilled: it commits now */
+	if (spool->stream != NULL &&
+		(spool->file == NULL || !pos_before((SpoolPos) {0, 0}, spool->end)))
+	{
+		pa_dispatch_stream_commit(spool->stream, commit->commit_lsn,
+								  commit->end_lsn, commit->committime);
+		spool->stream = NULL;
+		spool_free(spool);
+		return;
+	}
+
+	/* nothing survived of a spooled one: an empty transaction */
+	if (spool->stream == NULL && spool->file == NULL)
+	{
+		pa_dispatch_begin(spool->xid, commit->commit_lsn, commit->committime);
+		pa_dispatch_commit(commit->commit_lsn, commit->end_lsn,
+						   commit->committime);
+		spool_free(spool);
+		return;
+	}
+
+	/* the file is replayed into the stream's worker, or as a transaction */
+	if (spool->stream != NULL)
+		pa_dispatch_stream_replay(spool->stream, commit->commit_lsn,
+								  commit->committime);
+	else
+		pa_dispatch_begin(spool->xid, commit->commit_lsn, commit->committime);
 
 	if (BufFileSeek(spool->file, 0, 0, SEEK_SET) != 0)
 		ereport(ERROR,
@@ -282,6 +372,7 @@ pa_decode_replay(void)
 	while (pos_before(replay_pos, spool->end))
 	{
 		uint32		len;
+		TransactionId subxid;
 		StringInfoData s;
 
 		CHECK_FOR_INTERRUPTS();
@@ -290,6 +381,7 @@ pa_decode_replay(void)
 			return;
 
 		read_exact(spool->file, &len, sizeof(len), spool->xid);
+		read_exact(spool->file, &subxid, sizeof(subxid), spool->xid);
 		resetStringInfo(&replay_buf);
 		enlargeStringInfo(&replay_buf, len);
 		read_exact(spool->file, replay_buf.data, len, spool->xid);
@@ -299,12 +391,19 @@ pa_decode_replay(void)
 		s.len = len;
 		s.cursor = 1;
 		s.maxlen = -1;
-		decode_change(replay_buf.data[0], &s, replay_buf.data, len);
+		decode_change(replay_buf.data[0], &s, replay_buf.data, len,
+					  spool->stream, subxid);
 		BufFileTell(spool->file, &replay_pos.fileno, &replay_pos.offset);
 	}
 
-	pa_dispatch_commit(replay_commit.commit_lsn, replay_commit.end_lsn,
-					   replay_commit.committime);
+	if (spool->stream != NULL)
+		pa_dispatch_stream_commit(spool->stream, replay_commit.commit_lsn,
+								  replay_commit.end_lsn,
+								  replay_commit.committime);
+	else
+		pa_dispatch_commit(replay_commit.commit_lsn, replay_commit.end_lsn,
+						   replay_commit.committime);
+	spool->stream = NULL;
 	replay = NULL;
 	spool_free(spool);
 	if (replay_buf.maxlen > 1024 * 1024)
@@ -315,11 +414,13 @@ pa_decode_replay(void)
 }
 
 /*
- * A RELATION or row change, outside a stream or replayed from a spool.
- * s->cursor is just past the type byte; msg/msglen is the whole message.
+ * A RELATION or row change, of an ordinary transaction, of a stream applied
+ * while it streams (stream, subxid), or replayed from a spool.  s->cursor is
+ * just past the type byte; msg/msglen is the whole message.
  */
 static void
-decode_change(char type, StringInfo s, const char *msg, int msglen)
+decode_change(char type, StringInfo s, const char *msg, int msglen,
+			  PaStream *stream, TransactionId subxid)
 {
 	switch (type)
 	{
@@ -327,7 +428,10 @@ decode_change(char type, StringInfo s, const char *msg, int msglen)
 			{
 				LogicalRepRelId relid = pq_getmsgint(s, 4);
 
-				pa_dispatch_relation(relid, msg, msglen);
+				if (stream != NULL)
+					pa_dispatch_stream_relation(stream, relid, msg, msglen);
+				else
+					pa_dispatch_relation(relid, msg, msglen);
 				break;
 			}
 		case LOGICAL_REP_MSG_INSERT:
@@ -336,7 +440,11 @@ decode_change(char type, StringInfo s, const char *msg, int msglen)
 			{
 				LogicalRepRelId relid = pq_getmsgint(s, 4);
 
-				pa_dispatch_change(msg, msglen, &relid, 1);
+				if (stream != NULL)
+					pa_dispatch_stream_change(stream, subxid, msg, msglen,
+											  &relid, 1);
+				else
+					pa_dispatch_change(msg, msglen, &relid, 1);
 				break;
 			}
 		case LOGICAL_REP_MSG_TRUNCATE:
@@ -350,7 +458,10 @@ decode_change(char type, StringInfo s, const char *msg, int msglen)
 
 				foreach(lc, relids)
 					ids[n++] = lfirst_oid(lc);
-				pa_dispatch_change(msg, msglen, ids, n);
+				if (stream != NULL)
+					pa_dispatch_stream_change(stream, subxid, msg, msglen, ids, n);
+				else
+					pa_dispatch_change(msg, msglen, ids, n);
 				pfree(ids);
 				list_free(relids);
 				break;
@@ -385,9 +496,28 @@ pa_decode_message(StringInfo s)
 			case LOGICAL_REP_MSG_TRUNCATE:
 				{
 					TransactionId subxid = pq_getmsgint(s, 4);
+					PaStream   *stream = cur_stream->stream;
+					StringInfoData c;
 
-					spool_write(cur_stream, subxid, type,
-								s->data + s->cursor, s->len - s->cursor);
+					if (stream == NULL ||
+						pa_dispatch_stream_spilling(stream, subxid))
+					{
+						spool_write(cur_stream, subxid, type,
+									s->data + s->cursor, s->len - s->cursor);
+						return;
+					}
+
+					/* to the worker: the message without its xid prefix */
+					resetStringInfo(&stream_buf);
+					appendStringInfoChar(&stream_buf, type);
+					appendBinaryStringInfo(&stream_buf, s->data + s->cursor,
+										   s->len - s->cursor);
+					c.data = stream_buf.data;
+					c.len = stream_buf.len;
+					c.cursor = 1;
+					c.maxlen = -1;
+					decode_change(type, &c, stream_buf.data, stream_buf.len,
+								  stream, subxid);
 					return;
 				}
 			case LOGICAL_REP_MSG_TYPE:
@@ -428,16 +558,26 @@ pa_decode_message(StringInfo s)
 				if (cur_stream != NULL)
 					ereport(ERROR,
 							(errcode(ERRCODE_PROTOCOL_VIOLATION),
-							 errmsg_internal("STREAM START for transaction %u inside the stream of transaction %u",
-											 xid, cur_stream->xid)));
-				cur_stream = spool_find(xid, true);
+							 errmsg("STREAM START for transaction %u inside the stream of transaction %u",
+									xid, cur_stream->xid)));
+				if (in_remote_transaction)
+					ereport(ERROR,
+							(errcode(ERRCODE_PROTOCOL_VIOLATION),
+							 errmsg("STREAM START for transaction %u inside a remote transaction",
+									xid)));
+				cur_stream = spool_find(xid, false);
+				if (cur_stream == NULL)
+				{
+					cur_stream = spool_find(xid, true);
+					cur_stream->stream = pa_dispatch_stream_open(xid);
+				}
 				break;
 			}
 		case LOGICAL_REP_MSG_STREAM_STOP:
 			if (cur_stream == NULL)
 				ereport(ERROR,
 						(errcode(ERRCODE_PROTOCOL_VIOLATION),
-						 errmsg_internal("STREAM STOP without STREAM START")));
+						 errmsg("STREAM STOP without STREAM START")));
 			cur_stream = NULL;
 			break;
 		case LOGICAL_REP_MSG_STREAM_ABORT:
@@ -446,6 +586,11 @@ pa_decode_message(StringInfo s)
 				TransactionId subxid;
 
 				logicalrep_read_stream_abort(s, &xid, &subxid);
+				if (cur_stream != NULL)
+					ereport(ERROR,
+							(errcode(ERRCODE_PROTOCOL_VIOLATION),
+							 errmsg("STREAM ABORT for transaction %u inside the stream of transaction %u",
+									xid, cur_stream->xid)));
 				spool_abort(xid, subxid);
 				break;
 			}
@@ -453,8 +598,19 @@ pa_decode_message(StringInfo s)
 			{
 				LogicalRepCommitData commit;
 				TransactionId xid = logicalrep_read_stream_commit(s, &commit);
-				Spool	   *spool = spool_find(xid, true);
+				Spool	   *spool;
 
+				if (cur_stream != NULL)
+					ereport(ERROR,
+							(errcode(ERRCODE_PROTOCOL_VIOLATION),
+							 errmsg("STREAM COMMIT for transaction %u inside the stream of transaction %u",
+									xid, cur_stream->xid)));
+				spool = spool_find(xid, false);
+				if (spool == NULL)
+					ereport(ERROR,
+							(errcode(ERRCODE_PROTOCOL_VIOLATION),
+							 errmsg("STREAM COMMIT for transaction %u without STREAM START",
+									xid)));
 				spool_commit(spool, &commit);
 				break;
 			}
@@ -468,7 +624,7 @@ pa_decode_message(StringInfo s)
 					 errmsg("parallel_apply does not apply two-phase transactions")));
 			break;
 		default:
-			decode_change(type, s, msg, msglen);
+			decode_change(type, s, msg, msglen, NULL, InvalidTransactionId);
 			break;
 	}
 }

@@ -53,6 +53,18 @@
  * (which may cascade to tables the message does not name) does the same
  * for all relations.
  *
+ * Streamed transactions applied while they stream (pa_dep_stream_*) have
+ * no place in commit order until they commit, and every transaction the
+ * leader dispatches meanwhile precedes them.  So a stream's change depends
+ * on the latest writers of its keys like any change (the worker waits for
+ * them), but its keys enter the latest-writer table only at its commit,
+ * with the sequence number it gets there: until then they are collected
+ * (up to the key budget; past it, its relations become barriers at its
+ * commit), its relation writes and barriers likewise, and a TRUNCATE in it
+ * becomes a global barrier at its commit.  A transaction that precedes the
+ * stream never waits for it: that would wait for a commit that waits for
+ * its own.
+ *
  * Invariants kept here:
  *	- the leader never waits for a heavyweight lock on a user table: the
  *	  local relation is locked only conditionally, and while it cannot be,
@@ -178,6 +190,28 @@ static long prune_at = KEYS_PRUNE_THRESHOLD;
 static uint64 budget_seq = 0;
 static int	budget_used = 0;
 
+/* What a streamed transaction wrote, recorded at its commit */
+typedef struct DepStream
+{
+	uint64	   *keys;			/* key hashes, up to the key budget */
+	int			nkeys;
+	int			maxkeys;
+	DepRel	  **rels;			/* relations it wrote ... */
+	bool	   *barrier;		/* ... and those it is a barrier for */
+	int			nrels;
+	int			maxrels;
+	bool		truncate;		/* a global barrier */
+} DepStream;
+
+/*
+ * The stream whose change is being tracked, NULL for an ordinary
+ * transaction's change; its changes run under a sequence number no
+ * transaction has and none is recorded.
+ */
+static DepStream *dep_stream = NULL;
+
+#define STREAM_SEQ		PG_UINT64_MAX
+
 /*
  * A local relation changed (its relcache entry was invalidated): re-resolve
  * the relations it concerns at their next change.  A relation that does not
@@ -283,10 +317,41 @@ pa_dep_truncate(uint64 seq, PaDepAcc *acc)
 	global_barrier = seq;
 }
 
+/* The stream being tracked writes rel, or is a barrier for it */
+static void
+stream_note_rel(DepRel *rel, bool barrier)
+{
+	DepStream  *st = dep_stream;
+	int			i;
+
+	for (i = st->nrels - 1; i >= 0; i--)
+	{
+		if (st->rels[i] == rel)
+		{
+			st->barrier[i] |= barrier;
+			return;
+		}
+	}
+	if (st->nrels == st->maxrels)
+	{
+		st->maxrels *= 2;
+		st->rels = repalloc(st->rels, sizeof(DepRel *) * st->maxrels);
+		st->barrier = repalloc(st->barrier, sizeof(bool) * st->maxrels);
+	}
+	st->rels[st->nrels] = rel;
+	st->barrier[st->nrels] = barrier;
+	st->nrels++;
+}
+
 /* Transaction seq writes the relation */
 static inline void
 rel_write(DepRel *rel, uint64 seq)
 {
+	if (dep_stream != NULL)
+	{
+		stream_note_rel(rel, false);
+		return;
+	}
 	if (rel->last_writer != seq)
 	{
 		rel->prev_writer = rel->last_writer;
@@ -302,6 +367,12 @@ rel_write(DepRel *rel, uint64 seq)
 static void
 rel_barrier(DepRel *rel, uint64 seq, PaDepAcc *acc)
 {
+	if (dep_stream != NULL)
+	{
+		pa_dep_note(acc, rel->last_writer);
+		stream_note_rel(rel, true);
+		return;
+	}
 	pa_dep_note(acc, rel->last_writer == seq ? rel->prev_writer : rel->last_writer);
 	rel->barrier = seq;
 	rel_write(rel, seq);
@@ -1016,6 +1087,23 @@ claim_key(DepKey *key, ColVal *cols, int ncols, bool unique,
 		h = hash_combine64(h, hash_value(&key->hash[i], v));
 	}
 
+	if (dep_stream != NULL)
+	{
+		DepStream  *st = dep_stream;
+
+		/* depend on its writer; record the key at the stream's commit */
+		e = hash_search(keys, &h, HASH_FIND, NULL);
+		if (e != NULL)
+			pa_dep_note(acc, e->seq);
+		if (st->nkeys == st->maxkeys)
+		{
+			st->maxkeys *= 2;
+			st->keys = repalloc_huge(st->keys, sizeof(uint64) * st->maxkeys);
+		}
+		st->keys[st->nkeys++] = h;
+		return true;
+	}
+
 	e = hash_search(keys, &h, HASH_ENTER, &found);
 	if (found && e->seq != seq)
 		pa_dep_note(acc, e->seq);
@@ -1085,8 +1173,9 @@ pa_dep_change(uint64 seq, PaDepRel *rel, const char *msg, int len, PaDepAcc *acc
 	 * Past its key budget a transaction records no more keys: each of its
 	 * changes is a barrier for its relation instead.
 	 */
-	Assert(budget_seq == seq);
-	if (budget_used + 2 * (1 + rel->nuniq) > pa_max_transaction_keys)
+	Assert(budget_seq == seq || dep_stream != NULL);
+	if ((dep_stream != NULL ? dep_stream->nkeys : budget_used) +
+		2 * (1 + rel->nuniq) > pa_max_transaction_keys)
 	{
 		rel_barrier(rel, seq, acc);
 		return;
@@ -1132,4 +1221,103 @@ pa_dep_change(uint64 seq, PaDepRel *rel, const char *msg, int len, PaDepAcc *acc
 		rel_barrier(rel, seq, acc);
 	conversion_failed = false;
 	row_key_missed = false;
+}
+
+/*
+ * Streamed transactions applied while they stream: see the file header.
+ * Their collections live in DepContext and are freed at commit or abort.
+ */
+PaDepStream *
+pa_dep_stream_create(void)
+{
+	DepStream  *st = MemoryContextAllocZero(DepContext, sizeof(DepStream));
+
+	st->maxkeys = 256;
+	st->keys = MemoryContextAlloc(DepContext, sizeof(uint64) * st->maxkeys);
+	st->maxrels = 8;
+	st->rels = MemoryContextAlloc(DepContext, sizeof(DepRel *) * st->maxrels);
+	st->barrier = MemoryContextAlloc(DepContext, sizeof(bool) * st->maxrels);
+	return st;
+}
+
+void
+pa_dep_stream_free(PaDepStream *st)
+{
+	pfree(st->keys);
+	pfree(st->rels);
+	pfree(st->barrier);
+	pfree(st);
+}
+
+/* A row change of the stream on rel: its dependencies, its keys collected */
+void
+pa_dep_stream_change(PaDepStream *st, PaDepRel *rel, const char *msg,
+					 int len, PaDepAcc *acc)
+{
+	pa_dep_note(acc, global_barrier);
+	dep_stream = st;
+	PG_TRY();
+	{
+		pa_dep_change(STREAM_SEQ, rel, msg, len, acc);
+	}
+	PG_FINALLY();
+	{
+		dep_stream = NULL;
+	}
+	PG_END_TRY();
+}
+
+/*
+ * A change of the stream on a relation whose description the stream itself
+ * carries (a schema change inside it): its keys are not parsed; it waits for
+ * every earlier writer of the relation and is a barrier for it at commit
+ * (through the merged RELATION message: the caller's pa_dep_barrier()).
+ */
+void
+pa_dep_stream_table(PaDepStream *st, PaDepRel *rel, PaDepAcc *acc)
+{
+	pa_dep_note(acc, global_barrier);
+	if (rel != NULL)
+	{
+		pa_dep_note(acc, rel->barrier);
+		pa_dep_note(acc, rel->last_writer);
+	}
+}
+
+/* TRUNCATE in the stream: after every earlier transaction, before any later */
+void
+pa_dep_stream_truncate(PaDepStream *st, uint64 last_seq, PaDepAcc *acc)
+{
+	pa_dep_note(acc, last_seq);
+	st->truncate = true;
+}
+
+/* The stream commits as transaction seq: what it wrote is recorded now */
+void
+pa_dep_stream_commit(PaDepStream *st, uint64 seq)
+{
+	int			i;
+
+	for (i = 0; i < st->nkeys; i++)
+	{
+		KeyEntry   *e = hash_search(keys, &st->keys[i], HASH_ENTER, NULL);
+
+		e->seq = seq;			/* every other writer precedes it */
+	}
+	for (i = 0; i < st->nrels; i++)
+	{
+		if (st->barrier[i])
+			st->rels[i]->barrier = seq;
+		rel_write(st->rels[i], seq);
+	}
+	if (st->truncate)
+		global_barrier = seq;
+}
+
+/* Transaction seq is a barrier for rel: later changes of it wait for seq */
+void
+pa_dep_barrier(uint64 seq, PaDepRel *rel)
+{
+	rel->barrier = seq;
+	rel_write(rel, seq);
 }

@@ -29,11 +29,28 @@
  * at most one message and one transaction buffer, and the loop, not this
  * stage, waits for queue memory.
  *
+ * Streamed transactions (pa_dispatch_stream_*): at its first STREAM START
+ * a stream goes to an idle worker, if fewer than parallel_apply.max_streams
+ * are open and the engine is not re-applying a window serially; that worker
+ * then receives nothing else until the stream commits or aborts.  Its
+ * changes are sent as they arrive, with the sub-transaction they belong to,
+ * the latest transaction dispatched before them, and WAITs for the earlier
+ * transactions they depend on; its keys are recorded at its commit
+ * (dependency.c).  RELATION messages inside it that differ from the leader's
+ * copy go to its worker only, and are merged into the leader's copy when it
+ * commits (they are barriers for their relations then).  An open stream may
+ * hold at most a share of queue memory (stream_share()); when its worker
+ * has not taken more for parallel_apply.stream_spill_timeout, the stream is
+ * marked to spill: decode writes the rest of it to a file, replayed into the
+ * same worker at its commit, and the leader reads on meanwhile.
+ *
  * Invariants kept here:
  *	- sequence numbers follow the publisher's commit order (BEGIN order for
- *	  ordinary transactions, STREAM COMMIT order for streamed ones, which are
- *	  dispatched whole at STREAM COMMIT), so committing in sequence order is
+ *	  ordinary transactions, STREAM COMMIT order for streamed ones, which
+ *	  get theirs only when they commit), so committing in sequence order is
  *	  committing in the publisher's order (invariant 1);
+ *	- a worker with an open stream is given no other transaction, so the
+ *	  stream never waits for a transaction queued behind it;
  *	- a worker receives the current RELATION message of a relation before
  *	  the first change it applies to it;
  *	- a ring entry is reused only after the leader has processed the
@@ -50,6 +67,7 @@
 #include "access/xact.h"
 #include "access/xlog.h"
 #include "miscadmin.h"
+#include "libpq/pqformat.h"
 #include "pa_dependency.h"
 #include "pa_leader.h"
 #include "pa_protocol.h"
@@ -60,6 +78,7 @@
 #include "storage/lwlock.h"
 #include "utils/hsearch.h"
 #include "utils/memutils.h"
+#include "utils/timestamp.h"
 
 /* leader-local record of each dispatched transaction, for feedback */
 #define PA_FIFO_SIZE	(PA_MAX_INFLIGHT * 16)
@@ -111,6 +130,40 @@ static HTAB *relations;
 static MemoryContext RelContext;
 static int	sync_level;			/* the subscription's synchronous_commit */
 
+/* savepoints a stream applied while it streams may open in its worker */
+#define PA_STREAM_MAX_SAVEPOINTS	1000
+
+/* a RELATION message a stream carries itself */
+typedef struct StreamRel
+{
+	LogicalRepRelId relid;
+	char	   *msg;
+	int			len;
+} StreamRel;
+
+/* A streamed transaction applied while it streams */
+struct PaStream
+{
+	TransactionId xid;
+	int			worker;
+	PaDepStream *dep;			/* its keys, recorded at commit */
+	PaDepAcc	deps;			/* its latest uncommitted dependency */
+	uint64		wait_sent;		/* highest WAIT sent */
+	uint64		pred_sent;		/* last PRED sent */
+	TransactionId subxid_sent;	/* sub-xid of the last change sent */
+	List	   *subxacts;		/* sub-xids with a savepoint in the worker
+								 * (OID list), in order */
+	List	   *rels;			/* StreamRel *: descriptions of its own */
+	bool		spill;			/* the rest goes to a file (decode.c) */
+	bool		replaying;		/* its commit is being dispatched */
+	TimestampTz blocked_since;	/* its worker's share of queue memory has
+								 * been full since, 0 if it is not */
+};
+
+static PaStream *worker_stream[PA_MAX_WORKERS];	/* open stream per worker */
+static int	nstreams = 0;		/* open streams */
+static uint64 sent_chunks[PA_MAX_WORKERS];	/* chunks given to each worker */
+
 void
 pa_dispatch_init(void)
 {
@@ -123,8 +176,13 @@ pa_dispatch_init(void)
 	cur_seq = 0;
 	memset(inflight, 0, sizeof(inflight));
 	memset(open_chunk, 0, sizeof(open_chunk));
+	memset(worker_stream, 0, sizeof(worker_stream));
+	nstreams = 0;
 	for (i = 0; i < PA_MAX_WORKERS; i++)
+	{
 		initStringInfo(&outbox[i]);
+		sent_chunks[i] = pg_atomic_read_u64(&pa_leader.sub->workers[i].chunks_taken);
+	}
 	outbox_bytes = 0;
 	cur_worker = -1;
 	initStringInfo(&txnbuf);
@@ -173,6 +231,37 @@ reset_buffer(StringInfo buf)
 		resetStringInfo(buf);
 }
 
+/* Hand a chunk to worker w, counting what it has been given */
+static inline void
+send_chunk(int w, PaChunk *chunk)
+{
+	sent_chunks[w]++;
+	pa_chunk_send(pa_leader.sub, w, chunk);
+}
+
+/*
+ * The chunks an open stream may have waiting in its worker's queue: a share
+ * of queue memory, so that the other workers always find some.
+ */
+static uint64
+stream_share(void)
+{
+	int			streams = Max(nstreams, 1);
+
+	return Max(2, pa_leader.sub->nchunks / (2 * streams));
+}
+
+/* Does worker w's open stream hold all the queue memory it may? */
+static inline bool
+stream_capped(int w)
+{
+	PaStream   *st = worker_stream[w];
+
+	return st != NULL && !st->replaying &&
+		sent_chunks[w] - pg_atomic_read_u64(&pa_leader.sub->workers[w].chunks_taken) >=
+		stream_share();
+}
+
 /*
  * Move as much of worker w's outbox into chunks as queue memory allows.
  * Returns true if the outbox is empty.
@@ -189,6 +278,8 @@ drain_outbox(int w)
 
 		if (chunk == NULL)
 		{
+			if (stream_capped(w))
+				return false;	/* the loop waits for the stream's worker */
 			chunk = open_chunk[w] = pa_chunk_get(pa_leader.sub);
 			if (chunk == NULL)
 				return false;	/* the loop waits for queue memory */
@@ -200,7 +291,7 @@ drain_outbox(int w)
 		if (chunk->len == PA_CHUNK_CAPACITY)
 		{
 			open_chunk[w] = NULL;
-			pa_chunk_send(pa_leader.sub, w, chunk);
+			send_chunk(w, chunk);
 		}
 	}
 	outbox_bytes -= box->len;
@@ -227,6 +318,8 @@ write_bytes(int w, const char *data, Size len)
 
 			if (chunk == NULL)
 			{
+				if (stream_capped(w))
+					break;
 				chunk = open_chunk[w] = pa_chunk_get(pa_leader.sub);
 				if (chunk == NULL)
 					break;
@@ -239,7 +332,7 @@ write_bytes(int w, const char *data, Size len)
 			if (chunk->len == PA_CHUNK_CAPACITY)
 			{
 				open_chunk[w] = NULL;
-				pa_chunk_send(pa_leader.sub, w, chunk);
+				send_chunk(w, chunk);
 			}
 		}
 		if (len == 0)
@@ -250,8 +343,40 @@ write_bytes(int w, const char *data, Size len)
 }
 
 /*
+ * Worker w's outbox cannot drain.  Does that stop the leader?  Not when it
+ * belongs to an open stream marked to spill (it holds at most one message
+ * and a frame or two); and an open stream's worker that has taken nothing
+ * for parallel_apply.stream_spill_timeout gets its stream so marked.
+ */
+static bool
+outbox_blocks(int w)
+{
+	PaStream   *st = worker_stream[w];
+	TimestampTz now;
+
+	if (st == NULL || st->replaying)
+		return true;
+	if (st->spill)
+		return false;
+	if (!stream_capped(w))
+		return true;			/* the whole pool is short */
+	now = GetCurrentTimestamp();
+	if (st->blocked_since == 0)
+		st->blocked_since = now;
+	if (!TimestampDifferenceExceeds(st->blocked_since, now,
+									pa_stream_spill_timeout_ms))
+		return true;
+	st->spill = true;
+	ereport(DEBUG1,
+			(errmsg_internal("parallel_apply spills the rest of streamed transaction %u: worker %d took none of it for %d ms",
+							 st->xid, w + 1, pa_stream_spill_timeout_ms)));
+	return false;
+}
+
+/*
  * Drain every outbox as far as queue memory allows.  Returns true when all
- * are empty: the leader may then read and dispatch more.
+ * are empty, or hold only what a spilling stream's worker has still to take:
+ * the leader may then read and dispatch more.
  */
 static bool
 dispatch_drain(void)
@@ -262,8 +387,17 @@ dispatch_drain(void)
 	if (outbox_bytes == 0)
 		return true;
 	for (w = 0; w < pa_leader.nworkers; w++)
-		if (outbox[w].len > 0 && !drain_outbox(w))
+	{
+		if (outbox[w].len == 0)
+			continue;
+		if (drain_outbox(w))
+		{
+			if (worker_stream[w] != NULL)
+				worker_stream[w]->blocked_since = 0;
+		}
+		else if (outbox_blocks(w))
 			empty = false;
+	}
 	return empty;
 }
 
@@ -295,7 +429,34 @@ pa_dispatch_ready(void)
 bool
 pa_dispatch_needs_memory(void)
 {
-	return outbox_bytes > 0;
+	int			w;
+
+	if (outbox_bytes == 0)
+		return false;
+	for (w = 0; w < pa_leader.nworkers; w++)
+	{
+		PaStream   *st = worker_stream[w];
+
+		if (outbox[w].len > 0 && (st == NULL || !st->spill || st->replaying))
+			return true;
+	}
+	return false;
+}
+
+/*
+ * Is what the leader waits for a stream's worker taking more of its share,
+ * rather than free queue memory?  (Such a worker wakes the leader as it
+ * takes chunks, whatever the pool holds.)
+ */
+bool
+pa_dispatch_waits_for_stream(void)
+{
+	int			w;
+
+	for (w = 0; w < pa_leader.nworkers; w++)
+		if (outbox[w].len > 0 && stream_capped(w))
+			return true;
+	return false;
 }
 
 static void
@@ -322,7 +483,7 @@ pa_dispatch_flush(void)
 	{
 		if (open_chunk[w] != NULL && open_chunk[w]->len > 0)
 		{
-			pa_chunk_send(pa_leader.sub, w, open_chunk[w]);
+			send_chunk(w, open_chunk[w]);
 			open_chunk[w] = NULL;
 		}
 	}
@@ -368,12 +529,14 @@ choose_worker(void)
 	best = worker_of(cur_deps.max);
 	if (best < 0)
 	{
-		best = 0;
-		for (i = 1; i < pa_leader.nworkers; i++)
+		for (i = 0; i < pa_leader.nworkers; i++)
 		{
-			if (inflight[i] < inflight[best])
+			if (worker_stream[i] != NULL)
+				continue;		/* an open stream: nothing else goes there */
+			if (best < 0 || inflight[i] < inflight[best])
 				best = i;
 		}
+		Assert(best >= 0);		/* max_streams leaves workers free */
 	}
 	run_worker = best;
 	run_length = 1;
@@ -606,6 +769,339 @@ pa_dispatch_commit(XLogRecPtr commit_lsn, XLogRecPtr end_lsn, TimestampTz commit
 
 	/* keep the transaction of typed key hashing short (dependency.c) */
 	pa_dep_end_batch();
+}
+
+/*
+ * Streamed transactions applied while they stream.
+ */
+
+/* The most streams open at once: parallel_apply.max_streams */
+static int
+max_streams(void)
+{
+	int			n = pa_max_streams < 0 ? pa_leader.nworkers / 2 : pa_max_streams;
+
+	/* at least one worker stays for ordinary transactions */
+	return Min(n, pa_leader.nworkers - 1);
+}
+
+/*
+ * The first STREAM START of transaction xid: give it an idle worker, or
+ * return NULL (decode spools it and it is dispatched whole at its commit).
+ */
+PaStream *
+pa_dispatch_stream_open(TransactionId xid)
+{
+	PaStream   *st;
+	PaMsgStream msg;
+	int			w;
+
+	Assert(cur_seq == 0);
+	if (serial_until != InvalidXLogRecPtr || nstreams >= max_streams())
+		return NULL;
+
+	/* idle: nothing in flight, nothing waiting to be sent; the last first */
+	pa_dispatch_process_completions();
+	for (w = pa_leader.nworkers - 1; w >= 0; w--)
+		if (worker_stream[w] == NULL && inflight[w] == 0 && outbox[w].len == 0)
+			break;
+	if (w < 0)
+		return NULL;
+
+	st = MemoryContextAllocZero(TopMemoryContext, sizeof(PaStream));
+	st->xid = xid;
+	st->worker = w;
+	st->dep = pa_dep_stream_create();
+	st->pred_sent = next_seq - 1;
+	st->subxid_sent = xid;
+	worker_stream[w] = st;
+	nstreams++;
+	pg_atomic_write_u32(&pa_leader.sub->streams_open, nstreams);
+
+	msg.remote_xid = xid;
+	msg.pred = st->pred_sent;
+	write_frame(w, PA_MSG_STREAM_START, &msg, sizeof(msg));
+	return st;
+}
+
+/*
+ * Must the rest of the stream, from this change of sub-transaction subxid
+ * on, go to a file?  Yes once its worker stopped taking changes (see
+ * outbox_blocks()), and once the change would need a savepoint past
+ * PA_STREAM_MAX_SAVEPOINTS: every savepoint is a sub-transaction the worker
+ * keeps open until the stream ends (pgoutput does not say when one is
+ * released), and a savepoint per row would pile up without bound.  Changes
+ * replayed from the file at commit need none: every abort is known by then.
+ */
+bool
+pa_dispatch_stream_spilling(PaStream *st, TransactionId subxid)
+{
+	if (st->replaying)
+		return false;
+	if (!st->spill && subxid != st->xid && subxid != st->subxid_sent &&
+		list_length(st->subxacts) >= PA_STREAM_MAX_SAVEPOINTS &&
+		!list_member_oid(st->subxacts, (Oid) subxid))
+	{
+		st->spill = true;
+		ereport(DEBUG1,
+				(errmsg_internal("parallel_apply spills the rest of streamed transaction %u: it has %d savepoints",
+								 st->xid, PA_STREAM_MAX_SAVEPOINTS)));
+	}
+	return st->spill;
+}
+
+/* The stream gets its place in commit order and its worker the ring entry */
+static void
+stream_begin(PaStream *st, XLogRecPtr commit_lsn, TimestampTz committime)
+{
+	PaTxn	   *txn;
+
+	pa_dispatch_begin(st->xid, commit_lsn, committime);
+	txn = &pa_leader.sub->txns[cur_seq % PA_MAX_INFLIGHT];
+	cur_worker = st->worker;
+	inflight[st->worker]++;
+	txn->worker = st->worker;
+	pg_write_barrier();
+	pg_atomic_write_u64(&txn->seq, cur_seq);
+	st->replaying = true;
+}
+
+/*
+ * STREAM COMMIT of a stream with spilled changes: it gets its place in
+ * commit order now, so that the position reported to the publisher stays
+ * before its commit while what was spilled is replayed into its worker
+ * (pa_dispatch_stream_change), then pa_dispatch_stream_commit() ends it.
+ */
+void
+pa_dispatch_stream_replay(PaStream *st, XLogRecPtr commit_lsn,
+						  TimestampTz committime)
+{
+	stream_begin(st, commit_lsn, committime);
+}
+
+static StreamRel *
+stream_rel(PaStream *st, LogicalRepRelId relid)
+{
+	ListCell   *lc;
+
+	foreach(lc, st->rels)
+	{
+		StreamRel  *r = lfirst(lc);
+
+		if (r->relid == relid)
+			return r;
+	}
+	return NULL;
+}
+
+/* The stream is over (committed or aborted): its worker is free again */
+static void
+stream_close(PaStream *st)
+{
+	ListCell   *lc;
+
+	foreach(lc, st->rels)
+	{
+		StreamRel  *r = lfirst(lc);
+
+		pfree(r->msg);
+	}
+	list_free_deep(st->rels);
+	list_free(st->subxacts);
+	pa_dep_stream_free(st->dep);
+	worker_stream[st->worker] = NULL;
+	nstreams--;
+	pg_atomic_write_u32(&pa_leader.sub->streams_open, nstreams);
+	pfree(st);
+}
+
+/*
+ * A RELATION message inside the stream.  One that matches the leader's copy
+ * (and the stream carried none of its own for the relation) only makes sure
+ * the worker has that copy; any other is the stream's own: it goes to the
+ * worker, and the worker must get the leader's copy again after the stream
+ * unless the stream commits.
+ */
+void
+pa_dispatch_stream_relation(PaStream *st, LogicalRepRelId relid,
+							const char *msg, int len)
+{
+	RelEntry   *entry = hash_search(relations, &relid, HASH_FIND, NULL);
+	StreamRel  *own = stream_rel(st, relid);
+
+	if (entry != NULL && own == NULL && entry->len == len &&
+		memcmp(entry->msg, msg, len) == 0)
+	{
+		send_relation_if_needed(entry, st->worker);
+		return;
+	}
+	if (own == NULL)
+	{
+		MemoryContext old = MemoryContextSwitchTo(TopMemoryContext);
+
+		own = palloc0(sizeof(StreamRel));
+		own->relid = relid;
+		st->rels = lappend(st->rels, own);
+		MemoryContextSwitchTo(old);
+	}
+	else
+		pfree(own->msg);
+	own->msg = MemoryContextAlloc(TopMemoryContext, len);
+	memcpy(own->msg, msg, len);
+	own->len = len;
+	if (entry != NULL)
+		entry->sent[st->worker] = 0;
+	write_frame(st->worker, PA_MSG_CHANGE, msg, len);
+}
+
+/* A row change (or TRUNCATE) of sub-transaction subxid of the stream */
+void
+pa_dispatch_stream_change(PaStream *st, TransactionId subxid,
+						  const char *msg, int len,
+						  LogicalRepRelId *relids, int nrelids)
+{
+	int			w = st->worker;
+	RelEntry   *entry = NULL;
+	bool		own = false;
+	int			i;
+
+	/* every transaction before this one; the stream's own, once it has one */
+	uint64		before = st->replaying ? cur_seq - 1 : next_seq - 1;
+
+	if (subxid != st->subxid_sent && !st->replaying)
+	{
+		write_frame(w, PA_MSG_SUBXACT, &subxid, sizeof(subxid));
+		st->subxid_sent = subxid;
+		if (subxid != st->xid &&
+			(st->subxacts == NIL ||
+			 TransactionIdFollows(subxid, (TransactionId) llast_oid(st->subxacts)) ||
+			 !list_member_oid(st->subxacts, (Oid) subxid)))
+		{
+			MemoryContext old = MemoryContextSwitchTo(TopMemoryContext);
+
+			st->subxacts = lappend_oid(st->subxacts, (Oid) subxid);
+			MemoryContextSwitchTo(old);
+		}
+	}
+	if (before != st->pred_sent)
+	{
+		st->pred_sent = before;
+		write_frame(w, PA_MSG_PRED, &st->pred_sent, sizeof(st->pred_sent));
+	}
+
+	for (i = 0; i < nrelids; i++)
+	{
+		own = (stream_rel(st, relids[i]) != NULL);
+		entry = hash_search(relations, &relids[i], HASH_FIND, NULL);
+		if (own)
+			continue;
+		if (entry == NULL)
+			ereport(ERROR,
+					(errcode(ERRCODE_PROTOCOL_VIOLATION),
+					 errmsg("no relation map entry for remote relation ID %u",
+							relids[i])));
+		send_relation_if_needed(entry, w);
+	}
+
+	pa_dep_set_committed(pg_atomic_read_u64(&pa_leader.sub->committed_seq));
+	if (msg[0] == LOGICAL_REP_MSG_TRUNCATE)
+		pa_dep_stream_truncate(st->dep, before, &st->deps);
+	else if (own)
+		pa_dep_stream_table(st->dep, entry ? entry->dep : NULL, &st->deps);
+	else
+		pa_dep_stream_change(st->dep, entry->dep, msg, len, &st->deps);
+
+	if (st->deps.max > st->wait_sent)
+	{
+		st->wait_sent = st->deps.max;
+		write_frame(w, PA_MSG_WAIT, &st->wait_sent, sizeof(st->wait_sent));
+	}
+	write_frame(w, PA_MSG_CHANGE, msg, len);
+}
+
+/*
+ * STREAM ABORT of the stream's top-level xid (the stream ends) or of one of
+ * its sub-transactions.  Returns whether the worker had a savepoint for it
+ * (always true for the top-level xid): if not, none of its changes reached
+ * the worker, and nothing is sent.
+ */
+bool
+pa_dispatch_stream_abort(PaStream *st, TransactionId subxid)
+{
+	int			i;
+
+	if (subxid == st->xid)
+	{
+		ListCell   *lc;
+
+		write_frame(st->worker, PA_MSG_STREAM_ABORT, &subxid, sizeof(subxid));
+		/* the worker's map has the stream's descriptions, now void */
+		foreach(lc, st->rels)
+		{
+			StreamRel  *r = lfirst(lc);
+			RelEntry   *entry = hash_search(relations, &r->relid, HASH_FIND, NULL);
+
+			if (entry != NULL)
+				entry->sent[st->worker] = 0;
+		}
+		stream_close(st);
+		return true;
+	}
+	for (i = list_length(st->subxacts) - 1; i >= 0; i--)
+		if ((TransactionId) list_nth_oid(st->subxacts, i) == subxid)
+			break;
+	if (i < 0)
+		return false;
+	write_frame(st->worker, PA_MSG_STREAM_ABORT, &subxid, sizeof(subxid));
+	st->subxacts = list_truncate(st->subxacts, i);
+	st->subxid_sent = InvalidTransactionId;
+	return true;
+}
+
+/*
+ * STREAM COMMIT (after the replay of what was spilled, if anything was):
+ * the stream gets its sequence number, its RELATION messages are merged
+ * into the leader's copies (barriers for their relations), its keys are
+ * recorded, and its worker commits it in its turn.
+ */
+void
+pa_dispatch_stream_commit(PaStream *st, XLogRecPtr commit_lsn,
+						  XLogRecPtr end_lsn, TimestampTz committime)
+{
+	PaMsgCommit commit;
+	StringInfoData buf;
+	int			w = st->worker;
+	ListCell   *lc;
+
+	if (!st->replaying)
+		stream_begin(st, commit_lsn, committime);
+
+	foreach(lc, st->rels)
+	{
+		StreamRel  *r = lfirst(lc);
+		RelEntry   *entry;
+
+		pa_dispatch_relation(r->relid, r->msg, r->len);
+		entry = hash_search(relations, &r->relid, HASH_FIND, NULL);
+		entry->sent[w] = entry->version;	/* the worker has it */
+		pa_dep_barrier(cur_seq, entry->dep);
+	}
+	pa_dep_stream_commit(st->dep, cur_seq);
+
+	fifo[cur_seq % PA_FIFO_SIZE].end_lsn = end_lsn;
+	commit.commit_lsn = commit_lsn;
+	commit.end_lsn = end_lsn;
+	commit.committime = committime;
+	initStringInfo(&buf);
+	appendBinaryStringInfo(&buf, (const char *) &cur_begin, sizeof(cur_begin));
+	appendBinaryStringInfo(&buf, (const char *) &commit, sizeof(commit));
+	write_frame(w, PA_MSG_STREAM_COMMIT, buf.data, buf.len);
+	pfree(buf.data);
+	cur_seq = 0;
+	pa_dep_end_batch();
+
+	pg_atomic_fetch_add_u64(&pa_leader.sub->streams_applied, 1);
+	stream_close(st);
 }
 
 /* The finish LSN of the transaction being dispatched, or InvalidXLogRecPtr */

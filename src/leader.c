@@ -455,8 +455,8 @@ leader_checks(void)
 
 /*
  * Wait, without reading from the publisher, for what dispatch lacks: queue
- * memory for the bytes in its outboxes, or a free entry of the in-flight
- * window.  Only hands partly filled chunks over, processes completions and
+ * memory for the bytes in its outboxes (or a stream's worker to take more
+ * of its share of it), or a free entry of the in-flight window.  Only hands partly filled chunks over, processes completions and
  * keeps the connection alive with status updates; it changes nothing else,
  * and returns after one wait of at most a second (the loop re-checks).
  * Workers wake us when they have freed a quarter of queue memory, go idle,
@@ -475,7 +475,8 @@ wait_for_resources(void)
 	pg_atomic_write_u32(&sub->leader_waiting, 1);
 	pg_memory_barrier();
 	if (for_memory ?
-		pg_atomic_read_u32(&sub->free_chunks) < pa_chunk_wake_threshold(sub) :
+		(pg_atomic_read_u32(&sub->free_chunks) < pa_chunk_wake_threshold(sub) ||
+		 pa_dispatch_waits_for_stream()) :
 		cds_wfcq_empty(&sub->done_head, &sub->done_tail))
 		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
 						 1000L, PG_WAIT_EXTENSION);

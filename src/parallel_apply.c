@@ -39,6 +39,8 @@ int			pa_receive_batch = 32 * 1024;
 int			pa_launcher_naptime_ms = 10000;
 int			pa_group_size = 32;
 int			pa_max_transaction_keys = 65536;
+int			pa_max_streams = -1;
+int			pa_stream_spill_timeout_ms = 10000;
 char	   *pa_database = NULL;
 
 static const struct config_enum_entry ri_full_index_options[] = {
@@ -125,6 +127,10 @@ pa_shmem_startup(void)
 			pg_atomic_init_u64(&sub->serial_retries, 0);
 			pg_atomic_init_u64(&sub->restarts, 0);
 			pg_atomic_init_u64(&sub->paced_reads, 0);
+			pg_atomic_init_u64(&sub->streams_applied, 0);
+			pg_atomic_init_u64(&sub->streams_spilled, 0);
+			pg_atomic_init_u64(&sub->bytes_spilled, 0);
+			pg_atomic_init_u32(&sub->streams_open, 0);
 			pg_atomic_init_u64(&sub->leader_registered, 0);
 			for (j = 0; j < PA_NUM_CONFLICT_TYPES; j++)
 				pg_atomic_init_u64(&sub->conflicts[j], 0);
@@ -145,6 +151,8 @@ pa_shmem_startup(void)
 				pg_atomic_init_u64(&sub->workers[j].applied, 0);
 				pg_atomic_init_u32(&sub->workers[j].sleeping, 0);
 				pg_atomic_init_u64(&sub->workers[j].wait_seq, 0);
+				pg_atomic_init_u32(&sub->workers[j].stream_xid, 0);
+				pg_atomic_init_u64(&sub->workers[j].chunks_taken, 0);
 			}
 			for (j = 0; j < PA_MAX_INFLIGHT; j++)
 			{
@@ -257,6 +265,10 @@ pa_sub_reset(PaSub *sub)
 	pg_atomic_write_u64(&sub->serial_retries, 0);
 	pg_atomic_write_u64(&sub->restarts, 0);
 	pg_atomic_write_u64(&sub->paced_reads, 0);
+	pg_atomic_write_u64(&sub->streams_applied, 0);
+	pg_atomic_write_u64(&sub->streams_spilled, 0);
+	pg_atomic_write_u64(&sub->bytes_spilled, 0);
+	pg_atomic_write_u32(&sub->streams_open, 0);
 	for (i = 0; i < PA_MAX_WORKERS; i++)
 		pg_atomic_write_u64(&sub->workers[i].applied, 0);
 	for (i = 0; i < PA_NUM_CONFLICT_TYPES; i++)
@@ -345,6 +357,16 @@ _PG_init(void)
 							"Past it, every further change of the transaction is a barrier for its table (later changes of the table wait for the transaction's commit), so the leader's memory stays bounded whatever the transaction's size.",
 							&pa_max_transaction_keys, 65536, 0, INT_MAX / 2,
 							PGC_SIGHUP, 0, NULL, NULL, NULL);
+	DefineCustomIntVariable("parallel_apply.max_streams",
+							"Maximum number of streamed transactions applied in workers while they stream, per subscription.",
+							"A streamed transaction beyond it, or one that finds no idle worker, is spilled to a file and applied at its commit, as PostgreSQL 15 does; -1 means half of parallel_apply.workers (none with one worker), 0 spills every streamed transaction.",
+							&pa_max_streams, -1, -1, PA_MAX_WORKERS,
+							PGC_SIGHUP, 0, NULL, NULL, NULL);
+	DefineCustomIntVariable("parallel_apply.stream_spill_timeout",
+							"Time the leader waits for a worker applying a streamed transaction to take more of it before it spills the rest to a file.",
+							"While it waits, the leader reads nothing from the publisher; the rest of the stream is then written to a file and applied by the same worker at the stream's commit.",
+							&pa_stream_spill_timeout_ms, 10000, 0, 3600 * 1000,
+							PGC_SIGHUP, GUC_UNIT_MS, NULL, NULL, NULL);
 	DefineCustomEnumVariable("parallel_apply.ri_full_index",
 							 "How rows of REPLICA IDENTITY FULL tables without a primary key or replica identity index are found.",
 							 "auto uses the best usable btree or hash index (unique first, then the most selective by statistics) and compares every column; off scans the table for every row, as PostgreSQL 15 does.",

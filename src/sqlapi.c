@@ -1022,8 +1022,8 @@ pa_stat_subscription(PG_FUNCTION_ARGS)
 	oids = stat_begin(fcinfo, &names, &paused);
 	forthree(lc1, oids, lc2, names, lc3, paused)
 	{
-		Datum		values[25];
-		bool		nulls[25];
+		Datum		values[29];
+		bool		nulls[29];
 		PaSub	   *sub = pa_find_sub(lfirst_oid(lc1));
 
 		memset(nulls, 0, sizeof(nulls));
@@ -1036,7 +1036,7 @@ pa_stat_subscription(PG_FUNCTION_ARGS)
 		{
 			int			i;
 
-			for (i = 3; i < 25; i++)
+			for (i = 3; i < 29; i++)
 				nulls[i] = true;
 		}
 		else
@@ -1057,6 +1057,12 @@ pa_stat_subscription(PG_FUNCTION_ARGS)
 			values[12] = Int64GetDatum(pg_atomic_read_u64(&sub->paced_reads));
 			stat_lag(sub, now, values, nulls);
 			stat_error(sub, lfirst_oid(lc1), read_all_stats, values, nulls);
+			values[25] = Int64GetDatum(pg_atomic_read_u64(&sub->streams_applied));
+			values[26] = Int32GetDatum(sub->leader_pid != 0 ?
+									   pg_atomic_read_u32(&sub->streams_open) : 0);
+			values[27] = Int64GetDatum(pg_atomic_read_u64(&sub->streams_spilled));
+			values[28] = Int64GetDatum(pg_atomic_read_u64(&sub->bytes_spilled));
+			nulls[25] = nulls[26] = nulls[27] = nulls[28] = false;
 		}
 		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
 	}
@@ -1078,15 +1084,22 @@ stat_worker_txn(PaSub *sub, PaWorker *w, Datum *values, bool *nulls)
 	uint64		wait;
 	int			i;
 
-	for (i = 7; i < 13; i++)
+	TransactionId stream = pg_atomic_read_u32(&w->stream_xid);
+
+	for (i = 7; i < 14; i++)
 		nulls[i] = true;
+	if (TransactionIdIsValid(stream))
+	{
+		values[13] = TransactionIdGetDatum(stream);
+		nulls[13] = false;
+	}
 	if (!TransactionIdIsValid(xid))
 		return;
 	pg_read_barrier();			/* cur_xid is written last */
 	values[7] = TransactionIdGetDatum(xid);
-	values[8] = LSNGetDatum(w->cur_lsn);
+	nulls[7] = false;
+	LSN_OR_NULL(w->cur_lsn, values, nulls, 8);	/* a stream's: at its commit */
 	TIME_OR_NULL(w->cur_start, values, nulls, 9);
-	nulls[7] = nulls[8] = false;
 
 	wait = pg_atomic_read_u64(&w->wait_seq);
 	if (wait != 0)
@@ -1118,15 +1131,15 @@ pa_stat_workers(PG_FUNCTION_ARGS)
 	{
 		PaSub	   *sub = pa_find_sub(lfirst_oid(lc1));
 		Datum		subname = DirectFunctionCall1(namein, CStringGetDatum(lfirst(lc2)));
-		Datum		values[13];
-		bool		nulls[13];
+		Datum		values[14];
+		bool		nulls[14];
 		int			i;
 
 		if (sub == NULL || sub->leader_pid == 0)
 			continue;
 
 		memset(nulls, 0, sizeof(nulls));
-		for (i = 7; i < 13; i++)
+		for (i = 7; i < 14; i++)
 			nulls[i] = true;	/* the leader applies no transaction */
 		values[0] = ObjectIdGetDatum(sub->subid);
 		values[1] = subname;

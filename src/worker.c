@@ -24,6 +24,21 @@
  * reader sees the state after that transaction, which the publisher had;
  * commit and hand-over costs are paid once per group.
  *
+ * Streamed transactions applied while they stream: between STREAM_START
+ * and STREAM_COMMIT (or the STREAM_ABORT of its top-level xid) the worker
+ * applies one streamed transaction, chunk after chunk, in one open local
+ * transaction, and receives nothing else.  Each new sub-transaction xid
+ * opens a savepoint (an internal sub-transaction), in order of first
+ * appearance; STREAM_ABORT of a sub-xid rolls back to its savepoint and
+ * releases it and every later one, of an unknown sub-xid is ignored, of the
+ * top-level xid rolls back the whole transaction.  While the stream is open
+ * the worker holds its stream lock (commit.c), which a transaction that
+ * comes after the stream in commit order waits on until the stream has its
+ * commit-order lock.  At STREAM_COMMIT it takes the commit-order lock of
+ * the place the leader gave it, releases its savepoints and commits in its
+ * turn like any other transaction (or, when ALTER SUBSCRIPTION ... SKIP
+ * names it, rolls it back and commits only the skip).
+ *
  * Invariants kept here:
  *	- the worker runs as the subscription owner with
  *	  session_replication_role = replica and search_path = '';
@@ -76,6 +91,14 @@ static bool activity_running = false;	/* pg_stat_activity says we apply */
  */
 static uint64 group_first = 0;
 static uint64 group_last = 0;
+
+/*
+ * The streamed transaction open in this worker (its top-level xid), and the
+ * sub-transaction xids that have a savepoint, in order (an OID list: PG15
+ * has no xid list; TransactionId and Oid are both uint32).
+ */
+static TransactionId stream_xid = InvalidTransactionId;
+static List *stream_subxacts = NIL;
 
 /*
  * Runs before PostgreSQL releases our locks at exit (registered after the
@@ -168,6 +191,21 @@ fill_inbuf(void)
 			return false;
 		appendBinaryStringInfo(&inbuf, chunk->data, chunk->len);
 		pa_chunk_put(my_sub, chunk);
+		pg_atomic_fetch_add_u64(&me->chunks_taken, 1);
+
+		/*
+		 * A leader waiting for a stream's worker to take more of its bounded
+		 * share of queue memory (dispatch.c) waits for us, whatever the
+		 * pool holds.
+		 */
+		if (TransactionIdIsValid(stream_xid) &&
+			pg_atomic_read_u32(&my_sub->leader_waiting))
+		{
+			Latch	   *leader_latch = my_sub->leader_latch;
+
+			if (leader_latch != NULL)
+				SetLatch(leader_latch);
+		}
 	}
 }
 
@@ -361,6 +399,9 @@ handle_begin(StringInfo msg)
 	PaMsgBegin	begin;
 
 	memcpy(&begin, msg->data + 1, sizeof(begin));
+	if (TransactionIdIsValid(stream_xid))
+		elog(ERROR, "parallel_apply worker received BEGIN inside streamed transaction %u",
+			 stream_xid);
 	cur_txn = &my_sub->txns[begin.seq % PA_MAX_INFLIGHT];
 	Assert(pg_atomic_read_u64(&cur_txn->seq) == begin.seq);
 	pa_errctx.remote_xid = begin.remote_xid;
@@ -396,10 +437,10 @@ handle_wait(StringInfo msg)
 {
 	uint64		dep;
 
-	if (cur_txn == NULL)
+	if (cur_txn == NULL && !TransactionIdIsValid(stream_xid))
 		elog(ERROR, "parallel_apply worker received WAIT outside a transaction");
 	memcpy(&dep, msg->data + 1, sizeof(dep));
-	if (skipping || dep >= group_first)
+	if (skipping || (group_first != 0 && dep >= group_first))
 		return;					/* nothing to apply, or in our own group */
 	me->state = PA_WORKER_WAITING;
 	if (pa_wait_for_commit(dep))
@@ -413,7 +454,7 @@ handle_change(StringInfo msg)
 {
 	MemoryContext old;
 
-	if (cur_txn == NULL)
+	if (cur_txn == NULL && !TransactionIdIsValid(stream_xid))
 		elog(ERROR, "parallel_apply worker received a change outside a transaction");
 	if (skipping && msg->data[1] != LOGICAL_REP_MSG_RELATION)
 		return;
@@ -462,6 +503,195 @@ handle_commit(StringInfo msg)
 	MemoryContextSwitchTo(TopMemoryContext);
 }
 
+/* STREAM_START: a streamed transaction opens here; nothing else comes */
+static void
+handle_stream_start(StringInfo msg)
+{
+	PaMsgStream st;
+
+	memcpy(&st, msg->data + 1, sizeof(st));
+	if (TransactionIdIsValid(stream_xid) || cur_txn != NULL || group_first != 0)
+		elog(ERROR, "parallel_apply worker received STREAM START for transaction %u inside another transaction",
+			 st.remote_xid);
+	pa_stream_lock_acquire();
+	stream_xid = st.remote_xid;
+	pg_atomic_write_u32(&me->stream_xid, stream_xid);
+	pa_errctx.remote_xid = st.remote_xid;
+	pa_errctx.finish_lsn = InvalidXLogRecPtr;	/* known at its commit */
+	pa_apply_commit_time = 0;
+	pa_apply_change = 0;
+	pa_apply_predecessor = st.pred;
+	skipping = false;
+	alone = false;
+	me->cur_lsn = InvalidXLogRecPtr;
+	me->cur_start = GetCurrentTimestamp();
+	pg_write_barrier();
+	me->cur_xid = st.remote_xid;
+	pa_report_activity();
+	activity_running = true;
+	me->state = PA_WORKER_APPLYING;
+}
+
+/* The stream is over in this worker (committed or rolled back) */
+static void
+end_stream(void)
+{
+	list_free(stream_subxacts);
+	stream_subxacts = NIL;
+	stream_xid = InvalidTransactionId;
+	pg_atomic_write_u32(&me->stream_xid, InvalidTransactionId);
+	pa_stream_lock_release();
+}
+
+static void
+check_stream(const char *what)
+{
+	if (!TransactionIdIsValid(stream_xid))
+		elog(ERROR, "parallel_apply worker received %s outside a streamed transaction",
+			 what);
+}
+
+/* SUBXACT: the changes that follow belong to subxid; a new one: savepoint */
+static void
+handle_subxact(StringInfo msg)
+{
+	TransactionId subxid;
+	MemoryContext old = CurrentMemoryContext;
+	bool		known = false;
+
+	memcpy(&subxid, msg->data + 1, sizeof(subxid));
+	check_stream("SUBXACT");
+	if (subxid == stream_xid)
+		return;
+
+	/*
+	 * A sub-transaction seen for the first time usually has a newer xid than
+	 * all seen so far (xids are assigned in order, parents first), so a
+	 * savepoint per row costs no scan of the list.
+	 */
+	if (stream_subxacts != NIL &&
+		!TransactionIdFollows(subxid, (TransactionId) llast_oid(stream_subxacts)))
+		known = list_member_oid(stream_subxacts, (Oid) subxid);
+	if (known)
+		return;
+
+	if (!IsTransactionState())
+		StartTransactionCommand();
+	BeginInternalSubTransaction(NULL);
+	MemoryContextSwitchTo(TopMemoryContext);
+	stream_subxacts = lappend_oid(stream_subxacts, (Oid) subxid);
+	MemoryContextSwitchTo(old);
+}
+
+/* PRED: the latest transaction dispatched before the changes that follow */
+static void
+handle_pred(StringInfo msg)
+{
+	check_stream("PRED");
+	memcpy(&pa_apply_predecessor, msg->data + 1, sizeof(pa_apply_predecessor));
+}
+
+/*
+ * STREAM_ABORT: of the top-level xid, roll the whole transaction back; of a
+ * sub-transaction, roll back to its savepoint and release it and every later
+ * one; of a sub-transaction with no savepoint here (none of its changes
+ * reached us, or a PostgreSQL 18 publisher aborting what it already
+ * truncated), nothing.
+ */
+static void
+handle_stream_abort(StringInfo msg)
+{
+	TransactionId subxid;
+	MemoryContext old = CurrentMemoryContext;
+	int			i;
+
+	memcpy(&subxid, msg->data + 1, sizeof(subxid));
+	check_stream("STREAM ABORT");
+	if (subxid == stream_xid)
+	{
+		AbortOutOfAnyTransaction();
+		pa_conflict_abort();
+		end_stream();
+		me->cur_xid = InvalidTransactionId;
+		pa_errctx.remote_xid = InvalidTransactionId;
+		pa_apply_predecessor = 0;
+		MemoryContextSwitchTo(TopMemoryContext);
+		return;
+	}
+	for (i = list_length(stream_subxacts) - 1; i >= 0; i--)
+	{
+		if ((TransactionId) list_nth_oid(stream_subxacts, i) == subxid)
+			break;
+	}
+	if (i < 0)
+		return;
+	while (list_length(stream_subxacts) > i)
+	{
+		RollbackAndReleaseCurrentSubTransaction();
+		stream_subxacts = list_delete_last(stream_subxacts);
+	}
+	MemoryContextSwitchTo(old);
+}
+
+/*
+ * STREAM_COMMIT: the stream's place in commit order is known; take that
+ * place's commit-order lock (then waiters no longer need the stream lock),
+ * fold the savepoints into the transaction and commit it in its turn.
+ */
+static void
+handle_stream_commit(StringInfo msg)
+{
+	PaMsgBegin	begin;
+	PaMsgCommit commit;
+
+	memcpy(&begin, msg->data + 1, sizeof(begin));
+	memcpy(&commit, msg->data + 1 + sizeof(begin), sizeof(commit));
+	check_stream("STREAM COMMIT");
+	if (begin.remote_xid != stream_xid)
+		elog(ERROR, "parallel_apply worker received STREAM COMMIT of transaction %u inside streamed transaction %u",
+			 begin.remote_xid, stream_xid);
+
+	cur_txn = &my_sub->txns[begin.seq % PA_MAX_INFLIGHT];
+	Assert(pg_atomic_read_u64(&cur_txn->seq) == begin.seq);
+	pa_errctx.finish_lsn = begin.final_lsn;
+	pa_apply_commit_time = begin.committime;
+	me->cur_lsn = begin.final_lsn;
+	pg_atomic_write_u64(&me->current_seq, begin.seq);
+	pa_commit_start(cur_txn);
+	while (stream_subxacts != NIL)
+	{
+		MemoryContext old = CurrentMemoryContext;
+
+		ReleaseCurrentSubTransaction();
+		MemoryContextSwitchTo(old);
+		stream_subxacts = list_delete_last(stream_subxacts);
+	}
+	end_stream();
+
+	group_first = group_last = begin.seq;
+	pa_apply_predecessor = begin.seq - 1;
+	finish_lsn = begin.final_lsn;
+	if (begin.skip)
+	{
+		ereport(LOG,
+				(errmsg("logical replication starts skipping transaction at LSN %X/%X",
+						LSN_FORMAT_ARGS(finish_lsn))));
+		AbortOutOfAnyTransaction();
+		pa_conflict_abort();
+		StartTransactionCommand();
+		pa_clear_skip_lsn(my_args.subid, finish_lsn);
+	}
+	cur_txn = NULL;
+	commit_group(&commit);
+	if (begin.skip)
+		ereport(LOG,
+				(errmsg("done skipping logical replication transaction finished at %X/%X",
+						LSN_FORMAT_ARGS(finish_lsn))));
+	pa_errctx.remote_xid = InvalidTransactionId;
+	pa_errctx.finish_lsn = InvalidXLogRecPtr;
+	MemoryContextSwitchTo(TopMemoryContext);
+}
+
 static void
 worker_loop(void)
 {
@@ -500,6 +730,21 @@ worker_loop(void)
 			case PA_MSG_COMMIT:
 				handle_commit(&msg);
 				break;
+			case PA_MSG_STREAM_START:
+				handle_stream_start(&msg);
+				break;
+			case PA_MSG_SUBXACT:
+				handle_subxact(&msg);
+				break;
+			case PA_MSG_PRED:
+				handle_pred(&msg);
+				break;
+			case PA_MSG_STREAM_ABORT:
+				handle_stream_abort(&msg);
+				break;
+			case PA_MSG_STREAM_COMMIT:
+				handle_stream_commit(&msg);
+				break;
 			default:
 				elog(ERROR, "parallel_apply worker received unknown message kind %d", kind);
 		}
@@ -529,6 +774,7 @@ pa_worker_main(Datum main_arg)
 	me->conflict_failed = false;
 	me->cur_xid = InvalidTransactionId;
 	pg_atomic_write_u64(&me->wait_seq, 0);
+	pg_atomic_write_u32(&me->stream_xid, InvalidTransactionId);
 	me->state = PA_WORKER_IDLE;
 	pg_atomic_write_u64(&me->current_seq, 0);
 	pg_write_barrier();
@@ -595,6 +841,14 @@ pa_worker_main(Datum main_arg)
 		AbortOutOfAnyTransaction();
 		FlushErrorState();
 		RESUME_INTERRUPTS();
+
+		/*
+		 * A conflict met while streaming is not known to be one that
+		 * serial apply meets: transactions before the stream in commit
+		 * order may still arrive.  The leader re-applies it serially.
+		 */
+		if (TransactionIdIsValid(stream_xid))
+			me->conflict_failed = false;
 		pgstat_report_subscription_error(my_args.subid, true);
 		pa_sub_record_error(my_sub, edata->message, pa_errctx.remote_xid,
 							pa_errctx.finish_lsn);
