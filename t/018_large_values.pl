@@ -105,7 +105,11 @@ COMMIT;
 });
 small_txns(30001);
 my $violation_re = pa_unique_violation_re('uq_code_key');
-pa_wait_log($sub, $violation_re, $logpos);
+# the transaction streams: applied while it streams, its first error has no
+# finish LSN yet; the serial re-apply spills it and names the LSN at commit
+pa_wait_log($sub,
+	qr/(?:$violation_re)[^\n]*\n(?:[^\n]*\n){0,3}?[^\n]*CONTEXT:[^\n]* finished at/,
+	$logpos);
 my ($lsn) = pa_log_since($sub, $logpos) =~
   /(?:$violation_re)[^\n]*\n(?:[^\n]*\n){0,3}?[^\n]*CONTEXT:[^\n]* finished at ([0-9A-F]+\/[0-9A-F]+)/;
 ok(defined $lsn, 'finish LSN of the failing transaction: ' . ($lsn // 'none'));
