@@ -33,6 +33,7 @@ SCALE=10
 CLIENTS=8
 TXNS=200000
 SYNC_COMMIT=off
+STREAMING=off
 SCRIPT=tpcb-like
 HOT_ROWS=10
 WORKERS="1 2 4"
@@ -61,6 +62,8 @@ parallel_apply with 1..N workers.  Builds throw-away clusters on 127.0.0.1.
                        pgbench_accounts rows and inserts a history row
   --hot-rows N         number of hot rows for --script hot (default $HOT_ROWS)
   --sync-commit on|off the subscription's synchronous_commit (default $SYNC_COMMIT)
+  --streaming on|off   the subscription's streaming (default $STREAMING); the
+                       pgbench scripts' transactions are too small to stream
   --workers "LIST"     parallel_apply worker counts to run (default "$WORKERS");
                        "" runs the built-in mode only
   --no-builtin         skip the built-in mode (no speed-up column then)
@@ -95,6 +98,7 @@ script_opt() {	# script_opt ARG...: this script's own options (see parse_args in
 		--script) SCRIPT="$2" ;;
 		--hot-rows) HOT_ROWS="$2" ;;
 		--sync-commit) SYNC_COMMIT="$2" ;;
+		--streaming) STREAMING="$2" ;;
 		--workers) WORKERS="$2" ;;
 		--no-builtin) BUILTIN=0; OPT_SHIFT=1 ;;
 		--repeat) REPEAT="$2" ;;
@@ -110,6 +114,7 @@ check_uints SCALE CLIENTS TXNS HOT_ROWS REPEAT PUB_PORT SUB_PORT TIMEOUT SYNC_TI
 [ "$SCALE" -ge 1 ] && [ "$CLIENTS" -ge 1 ] && [ "$REPEAT" -ge 1 ] && [ "$HOT_ROWS" -ge 1 ] ||
 	die "--scale, --clients, --repeat and --hot-rows must be >= 1"
 case "$SYNC_COMMIT" in on|off) ;; *) die "--sync-commit must be on or off" ;; esac
+case "$STREAMING" in on|off) ;; *) die "--streaming must be on or off" ;; esac
 case "$SCRIPT" in tpcb-like|simple-update|hot|insert) ;; *) die "--script must be tpcb-like, simple-update, hot or insert" ;; esac
 for w in $WORKERS; do
 	is_uint "$w" && [ "$w" -ge 1 ] || die "--workers: '$w' is not a positive integer"
@@ -202,7 +207,7 @@ esac
 
 # ------------------------------------------------------------- machine info --
 machine_info "allocator:  $ALLOCATOR${JEMALLOC_LIB:+ ($JEMALLOC_LIB)}" \
-	"settings:   scale=$SCALE clients=$CLIENTS jobs=$JOBS txns=$TXNS ($TX_PER_CLIENT per client) script=$SCRIPT sync_commit=$SYNC_COMMIT" \
+	"settings:   scale=$SCALE clients=$CLIENTS jobs=$JOBS txns=$TXNS ($TX_PER_CLIENT per client) script=$SCRIPT sync_commit=$SYNC_COMMIT streaming=$STREAMING" \
 	"            shared_buffers=$SHARED_BUFFERS fsync=on max_wal_size=16GB preload=$PRELOAD${QUEUE_MEMORY:+ queue_memory=$QUEUE_MEMORY}" \
 	"            modes=${MODES[*]} repeat=$REPEAT"
 
@@ -284,7 +289,7 @@ run_mode() {	# run_mode MODE WORKERS RUN
 	sub "CREATE SUBSCRIPTION $SUBNAME
 	       CONNECTION 'host=127.0.0.1 port=$PUB_PORT dbname=$DB user=postgres'
 	       PUBLICATION $PUBNAME WITH (copy_data = true)"
-	sub "ALTER SUBSCRIPTION $SUBNAME SET (synchronous_commit = '$SYNC_COMMIT')"
+	sub "ALTER SUBSCRIPTION $SUBNAME SET (synchronous_commit = '$SYNC_COMMIT', streaming = $STREAMING)"
 
 	log "initial sync (copy_data = true)"
 	local t=0 notready
@@ -409,7 +414,7 @@ TABLE="$OUT/results.txt"
 	echo
 	echo "parallel_apply catch-up benchmark -- $(date '+%Y-%m-%d %H:%M %Z')"
 	echo "machine: $(nproc) CPUs (${CPU_MODEL:-?}), $((MEM_KB / 1024 / 1024)) GiB RAM, $PG_VERSION, malloc: $ALLOCATOR"
-	echo "load:    pgbench $SCRIPT, scale $SCALE, $CLIENTS clients, $TXNS transactions; subscription synchronous_commit = $SYNC_COMMIT; fsync = on"
+	echo "load:    pgbench $SCRIPT, scale $SCALE, $CLIENTS clients, $TXNS transactions; subscription synchronous_commit = $SYNC_COMMIT, streaming = $STREAMING; fsync = on"
 	echo
 	printf '%-18s | %7s | %8s | %9s | %9s | %10s | %9s | %10s | %7s | %9s | %8s | %7s | %s\n' mode workers txns seconds "tx/s" "x built-in" "applied s" "x built-in" "start s" "cpu/other" "walsnd s" "segs/tx" status
 	printf '%s\n' "-------------------+---------+----------+-----------+-----------+------------+-----------+------------+---------+-----------+----------+---------+--------"
