@@ -1255,16 +1255,14 @@ pa_dep_stream_change(PaDepStream *st, PaDepRel *rel, const char *msg,
 					 int len, PaDepAcc *acc)
 {
 	pa_dep_note(acc, global_barrier);
+
+	/*
+	 * No PG_TRY on this per-change path: an error ends the leader, which
+	 * never goes on after one (leader.c re-throws).
+	 */
 	dep_stream = st;
-	PG_TRY();
-	{
-		pa_dep_change(STREAM_SEQ, rel, msg, len, acc);
-	}
-	PG_FINALLY();
-	{
-		dep_stream = NULL;
-	}
-	PG_END_TRY();
+	pa_dep_change(STREAM_SEQ, rel, msg, len, acc);
+	dep_stream = NULL;
 }
 
 /*

@@ -850,9 +850,16 @@ pa_dispatch_stream_spilling(PaStream *st, TransactionId subxid)
 	return st->spill;
 }
 
-/* The stream gets its place in commit order and its worker the ring entry */
-static void
-stream_begin(PaStream *st, XLogRecPtr commit_lsn, TimestampTz committime)
+/*
+ * The stream gets its place in commit order, and its worker the ring entry:
+ * at STREAM COMMIT, before the replay of what was spilled (if anything was),
+ * so that the position reported to the publisher stays before its commit
+ * while what was spilled is replayed into its worker
+ * (pa_dispatch_stream_change); pa_dispatch_stream_commit() then ends it.
+ */
+void
+pa_dispatch_stream_replay(PaStream *st, XLogRecPtr commit_lsn,
+						  TimestampTz committime)
 {
 	PaTxn	   *txn;
 
@@ -864,19 +871,6 @@ stream_begin(PaStream *st, XLogRecPtr commit_lsn, TimestampTz committime)
 	pg_write_barrier();
 	pg_atomic_write_u64(&txn->seq, cur_seq);
 	st->replaying = true;
-}
-
-/*
- * STREAM COMMIT of a stream with spilled changes: it gets its place in
- * commit order now, so that the position reported to the publisher stays
- * before its commit while what was spilled is replayed into its worker
- * (pa_dispatch_stream_change), then pa_dispatch_stream_commit() ends it.
- */
-void
-pa_dispatch_stream_replay(PaStream *st, XLogRecPtr commit_lsn,
-						  TimestampTz committime)
-{
-	stream_begin(st, commit_lsn, committime);
 }
 
 static StreamRel *
@@ -1074,7 +1068,7 @@ pa_dispatch_stream_commit(PaStream *st, XLogRecPtr commit_lsn,
 	ListCell   *lc;
 
 	if (!st->replaying)
-		stream_begin(st, commit_lsn, committime);
+		pa_dispatch_stream_replay(st, commit_lsn, committime);
 
 	foreach(lc, st->rels)
 	{

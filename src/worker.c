@@ -392,6 +392,28 @@ static bool alone = false;		/* it commits on its own */
 static XLogRecPtr finish_lsn = InvalidXLogRecPtr;
 static MemoryContext ChangeMessageContext = NULL;
 
+/* PostgreSQL 15's messages around a skipped transaction */
+static void
+log_skip_start(void)
+{
+	ereport(LOG,
+			(errmsg("logical replication starts skipping transaction at LSN %X/%X",
+					LSN_FORMAT_ARGS(finish_lsn))));
+}
+
+/* A remote transaction is done in this worker (committed, maybe skipped) */
+static void
+end_remote_transaction(bool skipped)
+{
+	if (skipped)
+		ereport(LOG,
+				(errmsg("done skipping logical replication transaction finished at %X/%X",
+						LSN_FORMAT_ARGS(finish_lsn))));
+	pa_errctx.remote_xid = InvalidTransactionId;
+	pa_errctx.finish_lsn = InvalidXLogRecPtr;
+	MemoryContextSwitchTo(TopMemoryContext);
+}
+
 /* BEGIN: take the transaction's commit-order lock; it joins the open group */
 static void
 handle_begin(StringInfo msg)
@@ -425,9 +447,7 @@ handle_begin(StringInfo msg)
 	skipping = begin.skip;
 	alone = begin.alone;
 	if (skipping)
-		ereport(LOG,
-				(errmsg("logical replication starts skipping transaction at LSN %X/%X",
-						LSN_FORMAT_ARGS(finish_lsn))));
+		log_skip_start();
 	me->state = PA_WORKER_APPLYING;
 }
 
@@ -493,14 +513,7 @@ handle_commit(StringInfo msg)
 		peek_message(&next) != PA_MSG_BEGIN ||
 		next.seq != group_last + 1 || next.skip || next.alone)
 		commit_group(&commit);
-
-	if (was_skipping)
-		ereport(LOG,
-				(errmsg("done skipping logical replication transaction finished at %X/%X",
-						LSN_FORMAT_ARGS(finish_lsn))));
-	pa_errctx.remote_xid = InvalidTransactionId;
-	pa_errctx.finish_lsn = InvalidXLogRecPtr;
-	MemoryContextSwitchTo(TopMemoryContext);
+	end_remote_transaction(was_skipping);
 }
 
 /* STREAM_START: a streamed transaction opens here; nothing else comes */
@@ -673,9 +686,7 @@ handle_stream_commit(StringInfo msg)
 	finish_lsn = begin.final_lsn;
 	if (begin.skip)
 	{
-		ereport(LOG,
-				(errmsg("logical replication starts skipping transaction at LSN %X/%X",
-						LSN_FORMAT_ARGS(finish_lsn))));
+		log_skip_start();
 		AbortOutOfAnyTransaction();
 		pa_conflict_abort();
 		StartTransactionCommand();
@@ -683,13 +694,7 @@ handle_stream_commit(StringInfo msg)
 	}
 	cur_txn = NULL;
 	commit_group(&commit);
-	if (begin.skip)
-		ereport(LOG,
-				(errmsg("done skipping logical replication transaction finished at %X/%X",
-						LSN_FORMAT_ARGS(finish_lsn))));
-	pa_errctx.remote_xid = InvalidTransactionId;
-	pa_errctx.finish_lsn = InvalidXLogRecPtr;
-	MemoryContextSwitchTo(TopMemoryContext);
+	end_remote_transaction(begin.skip);
 }
 
 static void
