@@ -4,9 +4,15 @@
  *	  The leader's dependency tracker (src/dependency.c), called by dispatch.
  *
  * A dependency is a sequence number whose commit a transaction must wait
- * for.  Because commits are ordered, "committed" is the watermark, so a
- * transaction's dependencies reduce to their maximum, which PaDepAcc
- * accumulates.  Dispatch keeps, with each relation's RELATION message, the
+ * for.  Because commits are ordered, "committed" is the watermark, and
+ * waiting for one commit is waiting for every earlier one too; but a worker
+ * does not wait for a transaction of its own open group (it is applied
+ * already, in the same local transaction), so a transaction's dependencies
+ * reduce only to their maximum per worker: the maximum alone could be in
+ * the group while an earlier dependency is still queued on another worker.
+ * PaDepAcc keeps the maximum (where the transaction goes) and the
+ * dependencies noted since dispatch last took them, from
+ * which dispatch writes a WAIT for each worker's latest.  Dispatch keeps, with each relation's RELATION message, the
  * PaDepRel that pa_dep_relation() returned for it, so that a change costs
  * no second relation lookup.
  *
@@ -18,9 +24,14 @@
 #include "lib/stringinfo.h"
 #include "replication/logicalproto.h"
 
+#define PA_DEP_NOTED	16
+
 typedef struct PaDepAcc
 {
 	uint64		max;			/* highest uncommitted dependency, 0 if none */
+	int			nnoted;			/* entries of noted[] */
+	bool		overflow;		/* more were noted than noted[] holds */
+	uint64		noted[PA_DEP_NOTED];	/* distinct, uncommitted, untaken */
 } PaDepAcc;
 
 typedef struct DepRel PaDepRel;	/* a relation's keys, owned by dependency.c */

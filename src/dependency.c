@@ -296,8 +296,19 @@ pa_dep_set_committed(uint64 c)
 void
 pa_dep_note(PaDepAcc *acc, uint64 dep)
 {
-	if (dep > committed && dep > acc->max)
+	int			i;
+
+	if (dep <= committed)
+		return;
+	if (dep > acc->max)
 		acc->max = dep;
+	for (i = 0; i < acc->nnoted; i++)
+		if (acc->noted[i] == dep)
+			return;
+	if (acc->nnoted < PA_DEP_NOTED)
+		acc->noted[acc->nnoted++] = dep;
+	else
+		acc->overflow = true;
 }
 
 /* Called at BEGIN: the global barrier binds every transaction */

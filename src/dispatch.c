@@ -17,10 +17,11 @@
  * chosen (choose_worker): behind its predecessor in commit order while the
  * run given to that worker is shorter than parallel_apply.group_size (the
  * worker then commits the run as one group); else behind its latest
- * uncommitted dependency, where it can never wait; else the least-loaded
- * worker.  A WAIT for the latest uncommitted dependency precedes the first
- * change that needs it.  A larger transaction is sent on as it arrives,
- * with WAITs inserted as new dependencies appear.
+ * uncommitted dependency; else the least-loaded worker.  A WAIT for the
+ * latest uncommitted dependency on each worker precedes the first change
+ * that needs it (the worker skips the one for its own open group).  A
+ * larger transaction is sent on as it arrives, with WAITs inserted as new
+ * dependencies appear.
  *
  * Dispatch never waits: bytes for a worker go into its open chunk and new
  * chunks while queue memory lasts, and the rest into the worker's outbox in
@@ -116,7 +117,9 @@ static uint64 cur_seq;			/* transaction being dispatched, or 0 */
 static int	cur_worker;			/* its worker, or -1 while buffered */
 static PaMsgBegin cur_begin;
 static PaDepAcc cur_deps;
-static uint64 cur_wait_sent;	/* highest WAIT written for it */
+static uint64 cur_wait_sent[PA_MAX_WORKERS];	/* highest WAIT written for
+												 * it, by the dependency's
+												 * worker */
 static StringInfoData txnbuf;	/* its frames while buffered */
 static LogicalRepRelId *touched;	/* relations it used */
 static int	ntouched;
@@ -594,6 +597,56 @@ go_direct(void)
 	reset_buffer(&txnbuf);
 }
 
+/* Write a WAIT for dep, unless one for a later transaction of its worker was */
+static void
+emit_wait(uint64 dep)
+{
+	int			w = worker_of(dep);
+
+	if (w < 0 || dep <= cur_wait_sent[w])
+		return;					/* committed, or waited for already */
+	cur_wait_sent[w] = dep;
+	emit(PA_MSG_WAIT, &dep, sizeof(dep));
+}
+
+/*
+ * The WAITs the next change needs: one for the latest dependency on each
+ * worker (pa_dependency.h: the worker of the transaction may skip the one
+ * for its own group, never the others).  When more dependencies were noted
+ * than the accumulator holds, the latest transaction in flight on each
+ * worker stands for them: waiting for it waits for them all.
+ */
+static void
+emit_waits(void)
+{
+	int			i;
+
+	if (cur_deps.overflow)
+	{
+		uint64		committed = pg_atomic_read_u64(&pa_leader.sub->committed_seq);
+		bool		seen[PA_MAX_WORKERS] = {0};
+		uint64		s;
+
+		for (s = cur_seq - 1; s > committed && cur_seq - s <= PA_MAX_INFLIGHT; s--)
+		{
+			int			w = worker_of(s);
+
+			if (w >= 0 && !seen[w])
+			{
+				seen[w] = true;
+				emit_wait(s);
+			}
+		}
+	}
+	else
+	{
+		for (i = 0; i < cur_deps.nnoted; i++)
+			emit_wait(cur_deps.noted[i]);
+	}
+	cur_deps.nnoted = 0;
+	cur_deps.overflow = false;
+}
+
 void
 pa_dispatch_begin(TransactionId xid, XLogRecPtr final_lsn, TimestampTz committime)
 {
@@ -622,7 +675,7 @@ pa_dispatch_begin(TransactionId xid, XLogRecPtr final_lsn, TimestampTz committim
 	cur_seq = seq;
 	cur_worker = -1;
 	ntouched = 0;
-	cur_wait_sent = 0;
+	memset(cur_wait_sent, 0, sizeof(cur_wait_sent));
 	memset(&cur_deps, 0, sizeof(cur_deps));
 	resetStringInfo(&txnbuf);
 
@@ -737,11 +790,7 @@ pa_dispatch_change(const char *msg, int len, LogicalRepRelId *relids, int nrelid
 	else
 		pa_dep_change(cur_seq, entry->dep, msg, len, &cur_deps);	/* one relation */
 
-	if (cur_deps.max > cur_wait_sent)
-	{
-		cur_wait_sent = cur_deps.max;
-		emit(PA_MSG_WAIT, &cur_wait_sent, sizeof(cur_wait_sent));
-	}
+	emit_waits();
 	emit(PA_MSG_CHANGE, msg, len);
 
 	if (cur_worker < 0 && txnbuf.len > PA_TXN_BUFFER)
@@ -1005,6 +1054,12 @@ pa_dispatch_stream_change(PaStream *st, TransactionId subxid,
 	else
 		pa_dep_stream_change(st->dep, entry->dep, msg, len, &st->deps);
 
+	/*
+	 * The maximum suffices here: a stream's worker has no open group while
+	 * the stream is open (it was idle when it got it), so it skips no WAIT.
+	 */
+	st->deps.nnoted = 0;
+	st->deps.overflow = false;
 	if (st->deps.max > st->wait_sent)
 	{
 		st->wait_sent = st->deps.max;
