@@ -5,6 +5,7 @@ OBJS = \
 	src/parallel_apply.o \
 	src/launcher.o \
 	src/leader.o \
+	src/adapt.o \
 	src/decode.o \
 	src/dispatch.o \
 	src/dependency.o \

@@ -64,8 +64,12 @@ parallel_apply with 1..N workers.  Builds throw-away clusters on 127.0.0.1.
   --sync-commit on|off the subscription's synchronous_commit (default $SYNC_COMMIT)
   --streaming on|off   the subscription's streaming (default $STREAMING); the
                        pgbench scripts' transactions are too small to stream
-  --workers "LIST"     parallel_apply worker counts to run (default "$WORKERS");
-                       "" runs the built-in mode only
+  --workers "LIST"     parallel_apply worker counts to run (default "$WORKERS"):
+                       N runs N workers, all of them used
+                       (parallel_apply.adaptive = off); aN runs the default,
+                       adaptive worker use with at most N workers
+                       (parallel_apply.adaptive = on); "" runs the built-in
+                       mode only
   --no-builtin         skip the built-in mode (no speed-up column then)
   --repeat N           run every mode N times (default $REPEAT)
   --out DIR            results directory (default \$TMPDIR/pa_bench-<date>)
@@ -117,7 +121,8 @@ case "$SYNC_COMMIT" in on|off) ;; *) die "--sync-commit must be on or off" ;; es
 case "$STREAMING" in on|off) ;; *) die "--streaming must be on or off" ;; esac
 case "$SCRIPT" in tpcb-like|simple-update|hot|insert) ;; *) die "--script must be tpcb-like, simple-update, hot or insert" ;; esac
 for w in $WORKERS; do
-	is_uint "$w" && [ "$w" -ge 1 ] || die "--workers: '$w' is not a positive integer"
+	{ is_uint "${w#a}" && [ "${w#a}" -ge 1 ]; } ||
+		die "--workers: '$w' is neither a positive integer nor a followed by one"
 done
 [ "$PUB_PORT" != "$SUB_PORT" ] || die "--pub-port and --sub-port must differ"
 [ "$HOT_ROWS" -le $((SCALE * 100000)) ] || die "--hot-rows exceeds the number of accounts"
@@ -261,7 +266,12 @@ run_mode() {	# run_mode MODE WORKERS RUN
 	log "=== $label: fresh clusters"
 	local conf=()
 	if [ "$mode" = pa ]; then
-		conf+=("parallel_apply.workers = $w")
+		conf+=("parallel_apply.workers = ${w#a}")
+		if [ "${w#a}" = "$w" ]; then
+			conf+=("parallel_apply.adaptive = off")
+		else
+			conf+=("parallel_apply.adaptive = on")
+		fi
 		if [ -n "$QUEUE_MEMORY" ]; then conf+=("parallel_apply.queue_memory = '$QUEUE_MEMORY'"); fi
 	fi
 	fresh_clusters ${conf[@]+"${conf[@]}"}
@@ -409,6 +419,40 @@ builtin_rate() {	# builtin_rate RUN [FIELD] -> rate (or field FIELD) of the buil
 	done <"$RESULTS_FILE"
 }
 
+# headline: the demo's one line, on "applied s" (the time until the backlog
+# is applied on the subscriber): the built-in worker's median against the
+# fastest parallel_apply worker count's median, over the runs that ended ok
+headline() {
+	awk -F'|' '
+		function median(list,   n, a, i, j, t) {
+			n = split(list, a, " ")
+			for (i = 1; i <= n; i++)
+				for (j = i + 1; j <= n; j++)
+					if (a[j] + 0 < a[i] + 0) { t = a[i]; a[i] = a[j]; a[j] = t }
+			return n % 2 ? a[(n + 1) / 2] : (a[n / 2] + a[n / 2 + 1]) / 2
+		}
+		$7 == "ok" && $13 != "" {
+			k = ($1 == "builtin") ? "b" : $2
+			ap[k] = ap[k] " " $13; st[k] = st[k] " " $10; nr[k]++
+		}
+		END {
+			if (!("b" in ap)) exit
+			b = median(ap["b"]); best = ""
+			for (k in ap)
+				if (k != "b" && (best == "" || median(ap[k]) < median(ap[best])))
+					best = k
+			if (best == "") exit
+			p = median(ap[best]); s = median(st[best])
+			label = best ~ /^a/ ? "adaptive, at most " substr(best, 2) " workers" : best " workers"
+			printf "headline: the subscriber applied the backlog %.2fx as fast with parallel_apply (%s: %.2f s)\n", b / p, label, p
+			printf "          as with PostgreSQL'"'"'s built-in apply worker (%.2f s)%s.\n", b, (nr["b"] > 1 ? sprintf(", medians of %d runs", nr["b"]) : "")
+			printf "          Both times are \"applied s\": from the start of apply until the last transaction of the backlog\n"
+			printf "          was committed on the subscriber; parallel_apply'"'"'s start-up took %.2f s (%.0f%% of the built-in'"'"'s time).\n", s, 100 * s / b
+			if (s > 0.1 * b)
+				printf "          The backlog is small: start-up is more than 10%% of that time; a larger --txns gives a figure it does not dominate.\n"
+		}' "$RESULTS_FILE"
+}
+
 TABLE="$OUT/results.txt"
 {
 	echo
@@ -444,13 +488,16 @@ TABLE="$OUT/results.txt"
 	echo "start s = seconds from ENABLE/attach() until the slot's confirmed_flush_lsn first moved (start-up included in seconds);"
 	echo "cpu/other = CPU used during the catch-up by both clusters / by everything else, in % of all $NCPU CPUs;"
 	echo "walsnd s = CPU seconds of the publisher's walsender; segs/tx = TCP segments sent per transaction (see docs/benchmarks.md)."
+	echo
+	headline
 } | tee "$TABLE"
 
 # Plot: rate vs workers, built-in as a horizontal line.
 if command -v gnuplot >/dev/null 2>&1; then
 	PA_DAT="$OUT/pa.dat"
 	PA_MEAN="$OUT/pa_mean.dat"
-	awk -F, 'NR > 1 && $1 == "pa" && $13 == "ok" { print $2, $5 }' "$CSV" >"$PA_DAT"
+	# fixed counts only: an adaptive run (aN) is no point of this curve
+	awk -F, 'NR > 1 && $1 == "pa" && $13 == "ok" && $2 !~ /^a/ { print $2, $5 }' "$CSV" >"$PA_DAT"
 	awk '{ s[$1] += $2; n[$1]++ } END { for (w in s) printf "%d %.1f\n", w, s[w] / n[w] }' "$PA_DAT" | sort -n >"$PA_MEAN"
 	B_AVG="$(awk -F, 'NR > 1 && $1 == "builtin" && $13 == "ok" { s += $5; n++ } END { if (n) printf "%.1f", s / n }' "$CSV")"
 	MAXW="$(awk 'BEGIN { m = 1 } $1 > m { m = $1 } END { print m }' "$PA_DAT")"

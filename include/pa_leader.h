@@ -41,11 +41,18 @@ typedef struct PaLeader
 	TimestampTz last_commit_time;	/* publisher's commit time of the newest
 									 * transaction received */
 	int			nworkers;
+	int			nactive;		/* the active set: workers 0..nactive-1
+								 * receive new independent work (adapt.c) */
 	bool		started_serial; /* re-applying a failed window serially */
 	BackgroundWorkerHandle *handles[PA_MAX_WORKERS];
 } PaLeader;
 
 extern PaLeader pa_leader;
+
+/* adapt.c */
+extern void pa_adapt_init(void);
+extern void pa_adapt_note_wait(int64 usecs);
+extern void pa_adapt_tick(void);
 
 /* decode.c */
 extern void pa_decode_init(void);

@@ -49,6 +49,7 @@
 #define PA_MAX_STOPPING		64	/* stop requests pending at a time */
 #define PA_NUM_CONFLICT_TYPES	7	/* PaConflictType (pa_conflict.h) */
 #define PA_ERROR_LEN		1024	/* bytes of the last error's message kept */
+#define PA_REASON_LEN		128 /* bytes of the active set's reason kept */
 
 /* name of the replication origin that marks a subscription as attached */
 #define PA_ATTACH_MARKER_FMT "parallel_apply_attached_%u"
@@ -72,6 +73,7 @@ extern int	pa_launcher_naptime_ms;
 extern int	pa_group_size;
 extern int	pa_max_transaction_keys;
 extern int	pa_max_streams;
+extern bool pa_adaptive;
 extern int	pa_stream_spill_timeout_ms;
 extern char *pa_database;
 
@@ -215,6 +217,16 @@ typedef struct PaSub
 	pg_atomic_uint64 streams_spilled;
 	pg_atomic_uint64 bytes_spilled;
 	pg_atomic_uint32 streams_open;
+
+	/*
+	 * adaptive worker use (leader, adapt.c): how many workers new
+	 * independent work is spread over, how often that changed, and why it
+	 * last did (active_reason under adapt_lock)
+	 */
+	pg_atomic_uint32 active_workers;
+	pg_atomic_uint64 active_changes;
+	slock_t		adapt_lock;
+	char		active_reason[PA_REASON_LEN];
 
 	/*
 	 * conflicts met, per PaConflictType (workers), and when they were last

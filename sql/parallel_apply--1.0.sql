@@ -78,7 +78,9 @@ CREATE FUNCTION @extschema@.stat_subscription_internal(
 	OUT streams_applied bigint,
 	OUT streams_open integer,
 	OUT streams_spilled bigint,
-	OUT bytes_spilled bigint)
+	OUT bytes_spilled bigint,
+	OUT active_workers integer,
+	OUT active_workers_reason text)
 RETURNS SETOF record
 AS 'MODULE_PATHNAME', 'pa_stat_subscription'
 LANGUAGE C STRICT VOLATILE;
@@ -97,7 +99,8 @@ CREATE FUNCTION @extschema@.stat_workers_internal(
 	OUT waiting_for text,
 	OUT waiting_for_xid xid,
 	OUT waiting_for_lsn pg_lsn,
-	OUT stream_xid xid)
+	OUT stream_xid xid,
+	OUT active boolean)
 RETURNS SETOF record
 AS 'MODULE_PATHNAME', 'pa_stat_workers'
 LANGUAGE C STRICT VOLATILE;

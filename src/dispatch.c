@@ -76,6 +76,9 @@
 #include "replication/syncrep.h"
 #include "replication/walsender.h"
 #include "replication/walsender_private.h"
+
+/* transactions in flight per active worker, with adaptive worker use */
+#define PA_ACTIVE_READ_AHEAD	256
 #include "storage/lwlock.h"
 #include "utils/hsearch.h"
 #include "utils/memutils.h"
@@ -413,19 +416,49 @@ window_open(void)
 }
 
 /*
+ * With adaptive worker use, do the active workers without an open stream
+ * hold fewer than PA_ACTIVE_READ_AHEAD transactions each on average?  The
+ * leader reads no further ahead than that: what is already queued on a
+ * worker cannot move when the active set widens, and a leader that waits
+ * for its workers is how adapt.c sees them behind.  Workers complete what
+ * they hold whatever the leader reads (they wait only for earlier
+ * transactions), so this wait ends.  True as well when every active worker
+ * has an open stream: new work then goes to the others.
+ */
+static bool
+active_room(void)
+{
+	int			n = 0;
+	int			held = 0;
+	int			w;
+
+	if (!pa_adaptive)
+		return true;
+	for (w = 0; w < pa_leader.nactive; w++)
+	{
+		if (worker_stream[w] != NULL)
+			continue;
+		n++;
+		held += inflight[w];
+	}
+	return n == 0 || held < n * PA_ACTIVE_READ_AHEAD;
+}
+
+/*
  * Can the leader dispatch one more message?  Its outboxes must be empty
  * (so the leader's memory beyond queue memory is at most one message and
- * one transaction buffer), and a BEGIN must find its ring entry free.
+ * one transaction buffer), a BEGIN must find its ring entry free, and with
+ * adaptive worker use an active worker must have room (active_room()).
  */
 bool
 pa_dispatch_ready(void)
 {
 	if (outbox_bytes > 0 && !dispatch_drain())
 		return false;
-	if (window_open())
+	if (window_open() && active_room())
 		return true;
 	pa_dispatch_process_completions();
-	return window_open();
+	return window_open() && active_room();
 }
 
 /* Is the leader waiting for queue memory (rather than for the window)? */
@@ -505,42 +538,68 @@ worker_of(uint64 seq)
 }
 
 /*
+ * The worker for a new run among workers 0 .. n - 1 without an open stream:
+ * the next after the last run's worker, in turn; -1 if all n have open
+ * streams.  In turn rather than the least loaded: when the leader reads
+ * only as fast as the workers commit, the least-loaded worker is the one
+ * that just committed, so it gets run after run, its queue holds a long
+ * range of consecutive transactions, and the next worker's group waits for
+ * that whole range to commit.  In turn, consecutive runs go to different
+ * workers, which apply them side by side and commit them one after the
+ * other.
+ */
+static int
+next_in_turn(int after, int n)
+{
+	int			i;
+
+	for (i = 1; i <= n; i++)
+	{
+		int			w = after < 0 ? i - 1 : (after + i) % n;
+
+		if (worker_stream[w] == NULL)
+			return w;			/* an open stream: nothing else goes there */
+	}
+	return -1;
+}
+
+/*
  * Where a transaction goes:
  *	- behind its predecessor in commit order while that one is in flight
- *	  and the run given to its worker is shorter than
+ *	  on an active worker and the run given to that worker is shorter than
  *	  parallel_apply.group_size, so that the worker can commit the run as
  *	  one group and no commit waits for another process;
- *	- otherwise behind its latest uncommitted dependency, where it can
- *	  never wait;
- *	- otherwise to the least-loaded worker (ties: lowest number).
+ *	- otherwise behind its latest uncommitted dependency, if that one's
+ *	  worker is active;
+ *	- otherwise to the next active worker in turn (next_in_turn()); with
+ *	  every active worker holding an open stream, to the first worker
+ *	  without one (max_streams leaves one).
+ * The active set is workers 0 .. pa_leader.nactive - 1 (adapt.c).
  */
 static int
 choose_worker(void)
 {
 	static int	run_worker = -1;
 	static int	run_length = 0;
+	int			nactive = pa_leader.nactive;
 	int			prev = worker_of(cur_seq - 1);
 	int			best;
-	int			i;
 
-	if (prev >= 0 && prev == run_worker && run_length < pa_group_size)
+	if (prev >= 0 && prev < nactive && prev == run_worker &&
+		run_length < pa_group_size)
 	{
 		run_length++;
 		return prev;
 	}
 
 	best = worker_of(cur_deps.max);
+	if (best >= nactive)
+		best = -1;
 	if (best < 0)
-	{
-		for (i = 0; i < pa_leader.nworkers; i++)
-		{
-			if (worker_stream[i] != NULL)
-				continue;		/* an open stream: nothing else goes there */
-			if (best < 0 || inflight[i] < inflight[best])
-				best = i;
-		}
-		Assert(best >= 0);		/* max_streams leaves workers free */
-	}
+		best = next_in_turn(run_worker < nactive ? run_worker : -1, nactive);
+	if (best < 0)
+		best = next_in_turn(-1, pa_leader.nworkers);
+	Assert(best >= 0);			/* max_streams leaves workers free */
 	run_worker = best;
 	run_length = 1;
 	return best;

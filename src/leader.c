@@ -478,8 +478,22 @@ wait_for_resources(void)
 		(pg_atomic_read_u32(&sub->free_chunks) < pa_chunk_wake_threshold(sub) ||
 		 pa_dispatch_waits_for_stream()) :
 		cds_wfcq_empty(&sub->done_head, &sub->done_tail))
+	{
+		/* a wait for a stream's worker says nothing of the active set */
+		bool		for_workers = !(for_memory && pa_dispatch_waits_for_stream());
+		TimestampTz start = GetCurrentTimestamp();
+
 		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
 						 1000L, PG_WAIT_EXTENSION);
+		if (for_workers)
+		{
+			long		secs;
+			int			usecs;
+
+			TimestampDifference(start, GetCurrentTimestamp(), &secs, &usecs);
+			pa_adapt_note_wait((int64) secs * 1000000 + usecs);
+		}
+	}
 	ResetLatch(MyLatch);
 	pg_atomic_write_u32(&sub->leader_waiting, 0);
 
@@ -497,6 +511,7 @@ start_workers(void)
 	int			i;
 
 	pa_leader.nworkers = pa_workers;
+	pa_leader.nactive = pa_workers;
 	pa_leader.sub->nworkers = pa_workers;
 
 	for (i = 0; i < pa_leader.nworkers; i++)
@@ -816,6 +831,7 @@ leader_loop(void)
 		BurstEnd	end;
 
 		leader_checks();
+		pa_adapt_tick();
 
 		/*
 		 * Also drained after every burst below; draining here too, right
@@ -1070,6 +1086,7 @@ pa_leader_main(Datum main_arg)
 	walrcv_startstreaming(pa_leader.conn, &options);
 	pa_leader.last_received = origin_startpos;
 	wait_for_workers();
+	pa_adapt_init();
 
 	ereport(LOG,
 			(errmsg("parallel_apply leader for subscription \"%s\" has started with %d workers at %X/%X",

@@ -40,6 +40,7 @@ int			pa_launcher_naptime_ms = 10000;
 int			pa_group_size = 32;
 int			pa_max_transaction_keys = 65536;
 int			pa_max_streams = -1;
+bool		pa_adaptive = true;
 int			pa_stream_spill_timeout_ms = 10000;
 char	   *pa_database = NULL;
 
@@ -142,6 +143,10 @@ pa_shmem_startup(void)
 			pg_atomic_init_u64(&sub->dispatched_seq, 0);
 			pg_atomic_init_u64(&sub->last_commit_time, 0);
 			SpinLockInit(&sub->error_lock);
+			SpinLockInit(&sub->adapt_lock);
+			pg_atomic_init_u32(&sub->active_workers, 0);
+			pg_atomic_init_u64(&sub->active_changes, 0);
+			sub->active_reason[0] = '\0';
 			pg_atomic_init_u64(&sub->apply_errors, 0);
 			pg_atomic_init_u64(&sub->error_lsn, 0);
 			sub->has_error = false;
@@ -269,6 +274,11 @@ pa_sub_reset(PaSub *sub)
 	pg_atomic_write_u64(&sub->streams_spilled, 0);
 	pg_atomic_write_u64(&sub->bytes_spilled, 0);
 	pg_atomic_write_u32(&sub->streams_open, 0);
+	pg_atomic_write_u32(&sub->active_workers, 0);
+	pg_atomic_write_u64(&sub->active_changes, 0);
+	SpinLockAcquire(&sub->adapt_lock);
+	sub->active_reason[0] = '\0';
+	SpinLockRelease(&sub->adapt_lock);
 	for (i = 0; i < PA_MAX_WORKERS; i++)
 		pg_atomic_write_u64(&sub->workers[i].applied, 0);
 	for (i = 0; i < PA_NUM_CONFLICT_TYPES; i++)
@@ -352,6 +362,11 @@ _PG_init(void)
 							"A worker applies the next transaction in commit order in the same local transaction when it is already queued for it; 1 commits every transaction on its own.",
 							&pa_group_size, 32, 1, 1024,
 							PGC_SIGHUP, 0, NULL, NULL, NULL);
+	DefineCustomBoolVariable("parallel_apply.adaptive",
+							 "Spreads independent transactions over only as many workers as make the subscription apply faster.",
+							 "The leader measures the apply rate and whether its workers are behind, widens the active set while a wider one applies faster and narrows it when fewer keep up; off spreads them over all parallel_apply.workers.",
+							 &pa_adaptive, true,
+							 PGC_SIGHUP, 0, NULL, NULL, NULL);
 	DefineCustomIntVariable("parallel_apply.max_transaction_keys",
 							"Maximum number of keys the leader records for one remote transaction.",
 							"Past it, every further change of the transaction is a barrier for its table (later changes of the table wait for the transaction's commit), so the leader's memory stays bounded whatever the transaction's size.",

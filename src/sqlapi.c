@@ -1022,8 +1022,8 @@ pa_stat_subscription(PG_FUNCTION_ARGS)
 	oids = stat_begin(fcinfo, &names, &paused);
 	forthree(lc1, oids, lc2, names, lc3, paused)
 	{
-		Datum		values[29];
-		bool		nulls[29];
+		Datum		values[31];
+		bool		nulls[31];
 		PaSub	   *sub = pa_find_sub(lfirst_oid(lc1));
 
 		memset(nulls, 0, sizeof(nulls));
@@ -1036,13 +1036,22 @@ pa_stat_subscription(PG_FUNCTION_ARGS)
 		{
 			int			i;
 
-			for (i = 3; i < 29; i++)
+			for (i = 3; i < 31; i++)
 				nulls[i] = true;
 		}
 		else
 		{
+			char		reason[PA_REASON_LEN];
+
 			values[3] = Int32GetDatum(sub->leader_pid);
 			values[4] = Int32GetDatum(sub->nworkers);
+			SpinLockAcquire(&sub->adapt_lock);
+			strlcpy(reason, sub->active_reason, PA_REASON_LEN);
+			SpinLockRelease(&sub->adapt_lock);
+			values[29] = Int32GetDatum(pg_atomic_read_u32(&sub->active_workers));
+			values[30] = CStringGetTextDatum(reason);
+			nulls[29] = (DatumGetInt32(values[29]) == 0);	/* not started yet */
+			nulls[30] = (reason[0] == '\0');
 			LSN_OR_NULL(pg_atomic_read_u64(&sub->received_lsn), values, nulls, 5);
 			LSN_OR_NULL(pg_atomic_read_u64(&sub->applied_lsn), values, nulls, 6);
 			LSN_OR_NULL(pg_atomic_read_u64(&sub->flushed_lsn), values, nulls, 7);
@@ -1071,10 +1080,10 @@ pa_stat_subscription(PG_FUNCTION_ARGS)
 }
 
 /*
- * stat_workers' columns 7-12 for an apply worker: the remote transaction it
- * applies (xid, finish LSN, since when), and what it waits for: its
- * commit turn, or an earlier transaction's commit (whose xid and finish
- * LSN).  Read without a lock, as hints: each field is written by the
+ * stat_workers' columns 7-14 for an apply worker: the remote transaction it
+ * applies (xid, finish LSN, since when), what it waits for: its commit
+ * turn, or an earlier transaction's commit (whose xid and finish LSN), its
+ * open stream, and whether it is in the active set (adapt.c).  Read without a lock, as hints: each field is written by the
  * worker alone.
  */
 static void
@@ -1088,6 +1097,9 @@ stat_worker_txn(PaSub *sub, PaWorker *w, Datum *values, bool *nulls)
 
 	for (i = 7; i < 14; i++)
 		nulls[i] = true;
+	values[14] = BoolGetDatum(w - sub->workers <
+							  (int) pg_atomic_read_u32(&sub->active_workers));
+	nulls[14] = false;
 	if (TransactionIdIsValid(stream))
 	{
 		values[13] = TransactionIdGetDatum(stream);
@@ -1131,15 +1143,15 @@ pa_stat_workers(PG_FUNCTION_ARGS)
 	{
 		PaSub	   *sub = pa_find_sub(lfirst_oid(lc1));
 		Datum		subname = DirectFunctionCall1(namein, CStringGetDatum(lfirst(lc2)));
-		Datum		values[14];
-		bool		nulls[14];
+		Datum		values[15];
+		bool		nulls[15];
 		int			i;
 
 		if (sub == NULL || sub->leader_pid == 0)
 			continue;
 
 		memset(nulls, 0, sizeof(nulls));
-		for (i = 7; i < 14; i++)
+		for (i = 7; i < 15; i++)
 			nulls[i] = true;	/* the leader applies no transaction */
 		values[0] = ObjectIdGetDatum(sub->subid);
 		values[1] = subname;

@@ -133,10 +133,12 @@ sub pa_publisher
 
 =pod
 
-=item pa_subscriber($name, workers => N, conf => $extra, create_extension => 1, allows_streaming => 0)
+=item pa_subscriber($name, workers => N, conf => $extra, create_extension => 1, allows_streaming => 0, adaptive => 0)
 
 A started subscriber with parallel_apply in shared_preload_libraries,
-parallel_apply.workers = N (default 4), retry_interval = 1s,
+parallel_apply.workers = N (default 4), parallel_apply.adaptive = off
+unless adaptive => 1 (the tests place work on workers knowingly),
+retry_interval = 1s,
 restart_after_crash = on, and CREATE EXTENSION parallel_apply done in the
 postgres database.
 
@@ -147,6 +149,10 @@ sub pa_subscriber
 	my ($name, %opts) = @_;
 	$name //= 'subscriber';
 	my $workers = $opts{workers} // 4;
+	# the tests place transactions on workers knowingly: every worker gets
+	# work unless a test asks for adaptive worker use (t/036; PostgreSQL's
+	# own suite runs with the default, on: t/PgSuite.pm)
+	my $adaptive = $opts{adaptive} ? 'on' : 'off';
 	my $node = PostgreSQL::Test::Cluster->new($name);
 	$node->init(allows_streaming => $opts{allows_streaming} // 0);
 	$node->append_conf('postgresql.conf', $common_conf);
@@ -165,6 +171,7 @@ wal_retrieve_retry_interval = '500ms'
 shared_preload_libraries = 'parallel_apply'
 parallel_apply.workers = $workers
 parallel_apply.retry_interval = 1000
+parallel_apply.adaptive = $adaptive
 ));
 	}
 	$node->append_conf('postgresql.conf', $opts{conf}) if defined $opts{conf};

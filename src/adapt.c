@@ -1,0 +1,356 @@
+/*-------------------------------------------------------------------------
+ *
+ * adapt.c
+ *	  The leader's choice of the active set: how many of its workers new,
+ *	  independent work is spread over (parallel_apply.adaptive).
+ *
+ * Owns: the active set's size (pa_leader.nactive, published as
+ * PaSub->active_workers with the reason it last changed) and the
+ * measurements behind it.
+ *
+ * More workers pay only while the workers are what holds the subscription
+ * back and the machine has CPU for them: on a small machine the walsender,
+ * the leader and N workers share a few CPUs, each commit-order hand-over is
+ * a cross-process wake-up, and a wider set can apply slower (docs/
+ * benchmarks.md).  So the leader measures, per window of
+ * PA_ADAPT_WINDOW_MS:
+ *	- the apply rate: transactions committed in order (committed_seq);
+ *	- whether the workers are behind: the leader waited for them (queue
+ *	  memory or the in-flight window full) for at least a third of the
+ *	  window, or at least PA_ADAPT_BACKLOG transactions sat dispatched and
+ *	  uncommitted at both ends of it;
+ * and decides:
+ *	- widen (double, up to parallel_apply.workers) while the workers are
+ *	  behind; the wider set is kept only if its rate, over the
+ *	  PA_ADAPT_MEASURE windows after a settling one, beats the rate before
+ *	  (the mean of the set's last PA_ADAPT_BASE windows) by PA_ADAPT_GAIN
+ *	  and its added workers applied at least PA_ADAPT_SPREAD of the
+ *	  transactions (dependencies may keep all work where it was, and then a
+ *	  rate says nothing); else the set goes back and the next attempt waits
+ *	  twice as long as the last (from 1 s up to 32 s);
+ *	- try a narrower set (half) every PA_ADAPT_NARROW_PROBE_MS while the
+ *	  workers are behind, kept if it applies nearly as fast (within
+ *	  PA_ADAPT_KEEP of the rate before: fewer workers cost less);
+ *	- narrow (halve) when the workers kept up (no wait, almost nothing
+ *	  queued) for PA_ADAPT_CALM windows in a row, but not below a size that
+ *	  a widening proved worth within its hold time (5 s, doubled each time
+ *	  the set is narrowed below it and has to widen again, up to 60 s):
+ *	  hysteresis, so that a load at the boundary does not flap.
+ * Only the spreading of independent work follows the active set (dispatch.c
+ * choose_worker()): a transaction still goes behind the run or the
+ * dependency it continues when that worker is active, streams still go to
+ * any idle worker, and a worker outside the set finishes what it holds.
+ *
+ * Invariants kept here:
+ *	- 1 <= nactive <= nworkers; with parallel_apply.adaptive off nactive is
+ *	  nworkers (the behaviour before adaptive use);
+ *	- the decision costs one clock read per leader loop and a few
+ *	  arithmetic operations per window; it never waits.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "pa_leader.h"
+#include "utils/timestamp.h"
+
+#define PA_ADAPT_WINDOW_MS		250
+#define PA_ADAPT_BASE			4	/* windows the rate before is averaged
+									 * over */
+#define PA_ADAPT_MEASURE		4	/* windows measured after a change */
+#define PA_ADAPT_CALM			4	/* windows kept up before narrowing */
+#define PA_ADAPT_BACKLOG		128 /* queued transactions: workers behind */
+#define PA_ADAPT_GAIN			1.10	/* a wider set must be this much faster */
+#define PA_ADAPT_SPREAD			0.10	/* and its added workers must have
+										 * applied this share */
+#define PA_ADAPT_KEEP			0.97	/* a narrower set this nearly as fast */
+#define PA_ADAPT_NARROW_PROBE_MS 8000
+#define PA_ADAPT_BACKOFF_MIN_MS 1000
+#define PA_ADAPT_BACKOFF_MAX_MS 32000
+#define PA_ADAPT_HOLD_MIN_MS	5000
+#define PA_ADAPT_HOLD_MAX_MS	60000
+
+typedef enum AdaptPhase
+{
+	ADAPT_STEADY,				/* measuring the current set */
+	ADAPT_SETTLE,				/* the set just changed: this window is
+								 * ignored */
+	ADAPT_MEASURE				/* measuring the changed set */
+} AdaptPhase;
+
+static AdaptPhase phase = ADAPT_STEADY;
+static TimestampTz window_start = 0;
+static uint64 window_seq = 0;	/* committed_seq at window_start */
+static uint64 window_queued = 0;	/* dispatched - committed then */
+static int64 waited_us = 0;		/* leader's waits for its workers */
+
+static double recent[PA_ADAPT_BASE];	/* the current set's last rates */
+static int	nrecent = 0;
+static double base_rate;		/* rate of base_size before the change */
+static int	base_size;
+static uint64 applied0[PA_MAX_WORKERS]; /* each worker's count when the
+										 * measurement began */
+static double measured;			/* sum of the measured windows' rates */
+static int	nmeasured;
+static int	calm = 0;			/* consecutive windows the workers kept up */
+
+static TimestampTz next_widen = 0;
+static int	widen_backoff_ms = PA_ADAPT_BACKOFF_MIN_MS;
+static TimestampTz next_narrow_probe = 0;
+static int	floor_size = 1;		/* do not narrow below it until floor_until */
+static TimestampTz floor_until = 0;
+static int	hold_ms = PA_ADAPT_HOLD_MIN_MS;
+
+static void
+set_active(int n, const char *fmt,...) pg_attribute_printf(2, 3);
+
+static void
+set_active(int n, const char *fmt,...)
+{
+	PaSub	   *sub = pa_leader.sub;
+	va_list		ap;
+	char		reason[PA_REASON_LEN];
+
+	va_start(ap, fmt);
+	vsnprintf(reason, sizeof(reason), fmt, ap);
+	va_end(ap);
+
+	if (n != pa_leader.nactive)
+		nrecent = 0;			/* the rates were the old set's */
+	pa_leader.nactive = n;
+	SpinLockAcquire(&sub->adapt_lock);
+	strlcpy(sub->active_reason, reason, PA_REASON_LEN);
+	SpinLockRelease(&sub->adapt_lock);
+	pg_atomic_write_u32(&sub->active_workers, n);
+	pg_atomic_fetch_add_u64(&sub->active_changes, 1);
+	elog(DEBUG1, "parallel_apply for subscription \"%s\": %s",
+		 pa_leader.mysub->name, reason);
+}
+
+static uint64
+queued_now(void)
+{
+	PaSub	   *sub = pa_leader.sub;
+	uint64		dispatched = pg_atomic_read_u64(&sub->dispatched_seq);
+	uint64		committed = pg_atomic_read_u64(&sub->committed_seq);
+
+	return dispatched > committed ? dispatched - committed : 0;
+}
+
+/* At the leader's start, once its workers are registered */
+void
+pa_adapt_init(void)
+{
+	TimestampTz now = GetCurrentTimestamp();
+
+	phase = ADAPT_STEADY;
+	window_start = now;
+	window_seq = pg_atomic_read_u64(&pa_leader.sub->committed_seq);
+	window_queued = 0;
+	waited_us = 0;
+	calm = 0;
+	next_widen = now;
+	nrecent = 0;
+	widen_backoff_ms = PA_ADAPT_BACKOFF_MIN_MS;
+	next_narrow_probe = TimestampTzPlusMilliseconds(now, PA_ADAPT_NARROW_PROBE_MS);
+	floor_size = 1;
+	floor_until = 0;
+	hold_ms = PA_ADAPT_HOLD_MIN_MS;
+	if (pa_adaptive)
+		set_active(1, "started with 1 of %d workers (parallel_apply.adaptive)",
+				   pa_leader.nworkers);
+	else
+		set_active(pa_leader.nworkers, "all %d workers (parallel_apply.adaptive is off)",
+				   pa_leader.nworkers);
+}
+
+/* The leader waited usecs for its workers (queue memory, in-flight window) */
+void
+pa_adapt_note_wait(int64 usecs)
+{
+	waited_us += usecs;
+}
+
+/* Start measuring a changed set of n workers against the rate before */
+static void
+try_size(int n, double rate, const char *why)
+{
+	base_rate = rate;
+	base_size = pa_leader.nactive;
+	measured = 0;
+	nmeasured = 0;
+	phase = ADAPT_SETTLE;
+	set_active(n, "trying %d workers (%s; %d applied %.0f transactions/s)",
+			   n, why, base_size, rate);
+}
+
+/* The share of the transactions applied since applied0 that workers >= k applied */
+static double
+share_beyond(int k)
+{
+	PaSub	   *sub = pa_leader.sub;
+	uint64		all = 0;
+	uint64		beyond = 0;
+	int			w;
+
+	for (w = 0; w < pa_leader.nworkers; w++)
+	{
+		uint64		n = pg_atomic_read_u64(&sub->workers[w].applied) - applied0[w];
+
+		all += n;
+		if (w >= k)
+			beyond += n;
+	}
+	return all > 0 ? (double) beyond / all : 0;
+}
+
+/* The changed set has been measured: keep it or go back */
+static void
+judge(TimestampTz now)
+{
+	int			n = pa_leader.nactive;
+	double		rate = measured / nmeasured;
+
+	phase = ADAPT_STEADY;
+	calm = 0;
+	if (n > base_size && share_beyond(base_size) < PA_ADAPT_SPREAD)
+	{
+		/* dependencies kept the work where it was: nothing to measure */
+		set_active(base_size, "back to %d workers: the %d added got almost no independent work",
+				   base_size, n - base_size);
+		next_widen = TimestampTzPlusMilliseconds(now, widen_backoff_ms);
+		widen_backoff_ms = Min(widen_backoff_ms * 2, PA_ADAPT_BACKOFF_MAX_MS);
+	}
+	else if (n > base_size)
+	{
+		if (rate >= base_rate * PA_ADAPT_GAIN)
+		{
+			set_active(n, "widened to %d workers: %.0f transactions/s against %.0f with %d",
+					   n, rate, base_rate, base_size);
+			widen_backoff_ms = PA_ADAPT_BACKOFF_MIN_MS;
+			next_widen = now;
+			/* proven before, narrowed below, proven again: hold it longer */
+			if (n == floor_size)
+				hold_ms = Min(hold_ms * 2, PA_ADAPT_HOLD_MAX_MS);
+			floor_size = n;
+			floor_until = TimestampTzPlusMilliseconds(now, hold_ms);
+		}
+		else
+		{
+			set_active(base_size, "back to %d workers: %d applied %.0f transactions/s against %.0f with %d",
+					   base_size, n, rate, base_rate, base_size);
+			next_widen = TimestampTzPlusMilliseconds(now, widen_backoff_ms);
+			widen_backoff_ms = Min(widen_backoff_ms * 2, PA_ADAPT_BACKOFF_MAX_MS);
+		}
+	}
+	else
+	{
+		if (rate >= base_rate * PA_ADAPT_KEEP)
+		{
+			set_active(n, "narrowed to %d workers: %.0f transactions/s against %.0f with %d",
+					   n, rate, base_rate, base_size);
+			floor_size = Min(floor_size, n);
+		}
+		else
+			set_active(base_size, "back to %d workers: %d applied %.0f transactions/s against %.0f with %d",
+					   base_size, n, rate, base_rate, base_size);
+		next_narrow_probe = TimestampTzPlusMilliseconds(now, PA_ADAPT_NARROW_PROBE_MS);
+	}
+}
+
+/* Once per leader loop: close the window when it is over, and decide */
+void
+pa_adapt_tick(void)
+{
+	TimestampTz now;
+	long		secs;
+	int			usecs;
+	double		elapsed;
+	uint64		committed;
+	uint64		queued;
+	double		rate;
+	bool		behind;
+	bool		kept_up;
+	int			n = pa_leader.nactive;
+
+	if (!pa_adaptive)
+	{
+		if (n != pa_leader.nworkers)
+			set_active(pa_leader.nworkers, "all %d workers (parallel_apply.adaptive is off)",
+					   pa_leader.nworkers);
+		phase = ADAPT_STEADY;
+		return;
+	}
+
+	now = GetCurrentTimestamp();
+	if (!TimestampDifferenceExceeds(window_start, now, PA_ADAPT_WINDOW_MS))
+		return;
+	TimestampDifference(window_start, now, &secs, &usecs);
+	elapsed = secs + usecs / 1000000.0;
+	committed = pg_atomic_read_u64(&pa_leader.sub->committed_seq);
+	queued = queued_now();
+	rate = (committed - window_seq) / elapsed;
+	behind = waited_us >= elapsed * 1000000.0 / 3 ||
+		(window_queued >= PA_ADAPT_BACKLOG && queued >= PA_ADAPT_BACKLOG);
+	kept_up = waited_us == 0 && queued < PA_ADAPT_BACKLOG / 4;
+
+	window_start = now;
+	window_seq = committed;
+	window_queued = queued;
+	waited_us = 0;
+
+	switch (phase)
+	{
+		case ADAPT_SETTLE:
+			{
+				int			w;
+
+				for (w = 0; w < pa_leader.nworkers; w++)
+					applied0[w] = pg_atomic_read_u64(&pa_leader.sub->workers[w].applied);
+				phase = ADAPT_MEASURE;
+				return;
+			}
+		case ADAPT_MEASURE:
+			measured += rate;
+			if (++nmeasured >= PA_ADAPT_MEASURE)
+				judge(now);
+			return;
+		case ADAPT_STEADY:
+			break;
+	}
+
+	/* the current set's rate: the mean of its last PA_ADAPT_BASE windows */
+	if (nrecent < PA_ADAPT_BASE)
+		recent[nrecent++] = rate;
+	else
+	{
+		memmove(recent, recent + 1, sizeof(double) * (PA_ADAPT_BASE - 1));
+		recent[PA_ADAPT_BASE - 1] = rate;
+	}
+
+	if (behind)
+	{
+		double		base = 0;
+		int			i;
+
+		calm = 0;
+		if (nrecent < PA_ADAPT_BASE)
+			return;				/* not measured long enough */
+		for (i = 0; i < nrecent; i++)
+			base += recent[i];
+		base /= nrecent;
+		if (n < pa_leader.nworkers && now >= next_widen)
+			try_size(Min(n * 2, pa_leader.nworkers), base, "the workers are behind");
+		else if (n > 1 && now >= next_narrow_probe)
+			try_size(n / 2, base, "fewer may apply as fast");
+	}
+	else if (kept_up && n > 1 && ++calm >= PA_ADAPT_CALM &&
+			 (n / 2 >= floor_size || now >= floor_until))
+	{
+		calm = 0;
+		set_active(Max(n / 2, 1), "narrowed to %d workers: %d kept up for %d ms",
+				   Max(n / 2, 1), n, PA_ADAPT_CALM * PA_ADAPT_WINDOW_MS);
+	}
+	else if (!kept_up)
+		calm = 0;
+}
