@@ -21,8 +21,13 @@
  *	  uncommitted at both ends of it;
  * and decides:
  *	- widen (double, up to parallel_apply.workers) while the workers are
- *	  behind; the wider set is kept only if its rate, over the
- *	  PA_ADAPT_MEASURE windows after a settling one, beats the rate before
+ *	  behind and the machine left at least PA_ADAPT_IDLE_CPUS of its CPUs
+ *	  idle over the window (/proc/stat: with every CPU busy, another worker
+ *	  only takes CPU from the walsender, the leader and the other workers,
+ *	  and adds hand-overs: docs/architecture.md, "A cost model"); the wider
+ *	  set is kept only if its rate, over the PA_ADAPT_MEASURE windows after
+ *	  the transactions queued before the change have committed (they are
+ *	  applied where they were queued), beats the rate before
  *	  (the mean of the set's last PA_ADAPT_BASE windows) by PA_ADAPT_GAIN
  *	  and its added workers applied at least PA_ADAPT_SPREAD of the
  *	  transactions (dependencies may keep all work where it was, and then a
@@ -51,6 +56,8 @@
  */
 #include "postgres.h"
 
+#include <unistd.h>
+
 #include "pa_leader.h"
 #include "utils/timestamp.h"
 
@@ -64,6 +71,7 @@
 #define PA_ADAPT_SPREAD			0.10	/* and its added workers must have
 										 * applied this share */
 #define PA_ADAPT_KEEP			0.97	/* a narrower set this nearly as fast */
+#define PA_ADAPT_IDLE_CPUS		0.5 /* idle CPU a widening needs */
 #define PA_ADAPT_NARROW_PROBE_MS 8000
 #define PA_ADAPT_BACKOFF_MIN_MS 1000
 #define PA_ADAPT_BACKOFF_MAX_MS 32000
@@ -73,8 +81,8 @@
 typedef enum AdaptPhase
 {
 	ADAPT_STEADY,				/* measuring the current set */
-	ADAPT_SETTLE,				/* the set just changed: this window is
-								 * ignored */
+	ADAPT_SETTLE,				/* the set just changed: what was queued
+								 * before is being applied */
 	ADAPT_MEASURE				/* measuring the changed set */
 } AdaptPhase;
 
@@ -90,9 +98,15 @@ static double base_rate;		/* rate of base_size before the change */
 static int	base_size;
 static uint64 applied0[PA_MAX_WORKERS]; /* each worker's count when the
 										 * measurement began */
+static uint64 settle_seq;		/* dispatched when the set changed: the
+								 * change shows once it has committed */
 static double measured;			/* sum of the measured windows' rates */
 static int	nmeasured;
 static int	calm = 0;			/* consecutive windows the workers kept up */
+
+static uint64 cpu_idle0 = 0;		/* /proc/stat idle ticks at window_start */
+static uint64 cpu_total0 = 0;	/* and all ticks */
+static int	ncpus = 0;
 
 static TimestampTz next_widen = 0;
 static int	widen_backoff_ms = PA_ADAPT_BACKOFF_MIN_MS;
@@ -127,6 +141,52 @@ set_active(int n, const char *fmt,...)
 		 pa_leader.mysub->name, reason);
 }
 
+/*
+ * The machine's CPU ticks so far, idle (idle and iowait) and all, from the
+ * first line of /proc/stat; false where there is none (not Linux).
+ */
+static bool
+read_cpu_ticks(uint64 *idle, uint64 *total)
+{
+	FILE	   *f = fopen("/proc/stat", "r");
+	unsigned long long v[8] = {0};
+	int			n;
+	int			i;
+
+	if (f == NULL)
+		return false;
+	n = fscanf(f, "cpu %llu %llu %llu %llu %llu %llu %llu %llu",
+			   &v[0], &v[1], &v[2], &v[3], &v[4], &v[5], &v[6], &v[7]);
+	fclose(f);
+	if (n < 4)
+		return false;
+	*idle = v[3] + v[4];
+	*total = 0;
+	for (i = 0; i < 8; i++)
+		*total += v[i];
+	return true;
+}
+
+/*
+ * CPUs the machine left idle since the last call (0 .. ncpus); ncpus where
+ * that cannot be read, so that the check never stops a widening there.
+ */
+static double
+idle_cpus(void)
+{
+	uint64		idle;
+	uint64		total;
+	double		share;
+
+	if (ncpus <= 0 || !read_cpu_ticks(&idle, &total))
+		return Max(ncpus, 1);
+	share = total > cpu_total0 ?
+		(double) (idle - cpu_idle0) / (total - cpu_total0) : 1.0;
+	cpu_idle0 = idle;
+	cpu_total0 = total;
+	return share * ncpus;
+}
+
 static uint64
 queued_now(void)
 {
@@ -144,6 +204,8 @@ pa_adapt_init(void)
 	TimestampTz now = GetCurrentTimestamp();
 
 	phase = ADAPT_STEADY;
+	ncpus = (int) sysconf(_SC_NPROCESSORS_ONLN);
+	(void) idle_cpus();
 	window_start = now;
 	window_seq = pg_atomic_read_u64(&pa_leader.sub->committed_seq);
 	window_queued = 0;
@@ -177,6 +239,7 @@ try_size(int n, double rate, const char *why)
 {
 	base_rate = rate;
 	base_size = pa_leader.nactive;
+	settle_seq = pg_atomic_read_u64(&pa_leader.sub->dispatched_seq);
 	measured = 0;
 	nmeasured = 0;
 	phase = ADAPT_SETTLE;
@@ -271,6 +334,7 @@ pa_adapt_tick(void)
 	double		rate;
 	bool		behind;
 	bool		kept_up;
+	double		idle;
 	int			n = pa_leader.nactive;
 
 	if (!pa_adaptive)
@@ -293,6 +357,7 @@ pa_adapt_tick(void)
 	behind = waited_us >= elapsed * 1000000.0 / 3 ||
 		(window_queued >= PA_ADAPT_BACKLOG && queued >= PA_ADAPT_BACKLOG);
 	kept_up = waited_us == 0 && queued < PA_ADAPT_BACKLOG / 4;
+	idle = idle_cpus();
 
 	window_start = now;
 	window_seq = committed;
@@ -304,6 +369,14 @@ pa_adapt_tick(void)
 		case ADAPT_SETTLE:
 			{
 				int			w;
+
+				/*
+				 * What was queued before the change is applied as before:
+				 * wait until it has committed (or the measurement would
+				 * judge the old set), or nothing more arrives.
+				 */
+				if (committed < settle_seq && queued > 0)
+					return;
 
 				for (w = 0; w < pa_leader.nworkers; w++)
 					applied0[w] = pg_atomic_read_u64(&pa_leader.sub->workers[w].applied);
@@ -339,7 +412,8 @@ pa_adapt_tick(void)
 		for (i = 0; i < nrecent; i++)
 			base += recent[i];
 		base /= nrecent;
-		if (n < pa_leader.nworkers && now >= next_widen)
+		if (n < pa_leader.nworkers && now >= next_widen &&
+			idle >= PA_ADAPT_IDLE_CPUS)
 			try_size(Min(n * 2, pa_leader.nworkers), base, "the workers are behind");
 		else if (n > 1 && now >= next_narrow_probe)
 			try_size(n / 2, base, "fewer may apply as fast");

@@ -17,11 +17,11 @@
  * chosen (choose_worker): behind its predecessor in commit order while the
  * run given to that worker is shorter than parallel_apply.group_size (the
  * worker then commits the run as one group); else behind its latest
- * uncommitted dependency; else the least-loaded worker.  A WAIT for the
- * latest uncommitted dependency on each worker precedes the first change
- * that needs it (the worker skips the one for its own open group).  A
- * larger transaction is sent on as it arrives, with WAITs inserted as new
- * dependencies appear.
+ * uncommitted dependency; else the next worker in turn, among the active
+ * set of workers that adapt.c sizes.  A WAIT for the latest uncommitted
+ * dependency on each worker precedes the first change that needs it (the
+ * worker skips the one for its own open group).  A larger transaction is
+ * sent on as it arrives, with WAITs inserted as new dependencies appear.
  *
  * Dispatch never waits: bytes for a worker go into its open chunk and new
  * chunks while queue memory lasts, and the rest into the worker's outbox in
@@ -76,13 +76,13 @@
 #include "replication/syncrep.h"
 #include "replication/walsender.h"
 #include "replication/walsender_private.h"
-
-/* transactions in flight per active worker, with adaptive worker use */
-#define PA_ACTIVE_READ_AHEAD	256
 #include "storage/lwlock.h"
 #include "utils/hsearch.h"
 #include "utils/memutils.h"
 #include "utils/timestamp.h"
+
+/* transactions in flight per active worker, with adaptive worker use */
+#define PA_ACTIVE_READ_AHEAD	256
 
 /* leader-local record of each dispatched transaction, for feedback */
 #define PA_FIFO_SIZE	(PA_MAX_INFLIGHT * 16)
@@ -573,11 +573,16 @@ next_in_turn(int after, int n)
  *	  worker is active;
  *	- otherwise to the next active worker in turn (next_in_turn()); with
  *	  every active worker holding an open stream, to the first worker
- *	  without one (max_streams leaves one).
+ *	  without one (max_streams leaves one);
+ *	- a large transaction (more than PA_TXN_BUFFER, sent on before its
+ *	  commit: a spilled stream replayed, say) that continues no run and
+ *	  depends on nothing in flight goes to the next worker in turn among
+ *	  all workers, active or not: its hand-over costs nothing next to its
+ *	  size, and such transactions are where spreading pays.
  * The active set is workers 0 .. pa_leader.nactive - 1 (adapt.c).
  */
 static int
-choose_worker(void)
+choose_worker(bool large)
 {
 	static int	run_worker = -1;
 	static int	run_length = 0;
@@ -595,6 +600,8 @@ choose_worker(void)
 	best = worker_of(cur_deps.max);
 	if (best >= nactive)
 		best = -1;
+	if (best < 0 && large)
+		best = next_in_turn(run_worker, pa_leader.nworkers);
 	if (best < 0)
 		best = next_in_turn(run_worker < nactive ? run_worker : -1, nactive);
 	if (best < 0)
@@ -636,7 +643,7 @@ static void
 go_direct(void)
 {
 	PaTxn	   *txn = &pa_leader.sub->txns[cur_seq % PA_MAX_INFLIGHT];
-	int			w = choose_worker();
+	int			w = choose_worker(txnbuf.len > PA_TXN_BUFFER);
 	int			i;
 
 	cur_worker = w;
