@@ -110,8 +110,8 @@ PaLeader	pa_leader;
  * out of work does not wake it.
  *
  * Measurements, and the designs tried before this one, are in
- * docs/benchmarks.md ("fourth session") and docs/architecture.md ("Reading
- * the stream").
+ * docs/benchmarks-history.md ("2026-11-21, fourth session") and
+ * docs/architecture.md ("Reading the stream").
  */
 #define PA_PACE_LAG_MS			100
 #define PA_PACE_IDLE_MS			10
