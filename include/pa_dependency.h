@@ -11,9 +11,10 @@
  * reduce only to their maximum per worker: the maximum alone could be in
  * the group while an earlier dependency is still queued on another worker.
  * PaDepAcc keeps the maximum (where the transaction goes) and the
- * dependencies noted since dispatch last took them, from
- * which dispatch writes a WAIT for each worker's latest.  Dispatch keeps, with each relation's RELATION message, the
- * PaDepRel that pa_dep_relation() returned for it, so that a change costs
+ * dependencies noted since dispatch last took them, from which dispatch
+ * writes a WAIT for each worker's latest.  Dispatch keeps, with each
+ * relation's RELATION message, the PaDepRel that pa_dep_relation() returned
+ * for it, so that a change costs
  * no second relation lookup.
  *
  *-------------------------------------------------------------------------

@@ -557,8 +557,9 @@ next_in_turn(int after, int n)
 	{
 		int			w = after < 0 ? i - 1 : (after + i) % n;
 
+		/* a worker with an open stream receives nothing else */
 		if (worker_stream[w] == NULL)
-			return w;			/* an open stream: nothing else goes there */
+			return w;
 	}
 	return -1;
 }
