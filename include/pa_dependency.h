@@ -14,8 +14,7 @@
  * dependencies noted since dispatch last took them, from which dispatch
  * writes a WAIT for each worker's latest.  Dispatch keeps, with each
  * relation's RELATION message, the PaDepRel that pa_dep_relation() returned
- * for it, so that a change costs
- * no second relation lookup.
+ * for it, so that a change costs no second relation lookup.
  *
  *-------------------------------------------------------------------------
  */

@@ -1083,7 +1083,8 @@ pa_stat_subscription(PG_FUNCTION_ARGS)
  * stat_workers' columns 7-14 for an apply worker: the remote transaction it
  * applies (xid, finish LSN, since when), what it waits for: its commit
  * turn, or an earlier transaction's commit (whose xid and finish LSN), its
- * open stream, and whether it is in the active set (adapt.c).  Read without a lock, as hints: each field is written by the
+ * open stream, and whether it is in the active set (adapt.c).  Read
+ * without a lock, as hints: each field is written by the
  * worker alone.
  */
 static void
