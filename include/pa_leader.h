@@ -77,6 +77,7 @@ extern void pa_dispatch_flush(void);
 extern void pa_dispatch_flush_wal_if_idle(void);
 extern XLogRecPtr pa_dispatch_current_final_lsn(void);
 extern bool pa_dispatch_waits_for_stream(void);
+extern uint64 pa_dispatch_wake_seq(void);
 
 /* dispatch.c: streamed transactions applied while they stream */
 typedef struct PaStream PaStream;

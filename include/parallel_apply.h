@@ -183,6 +183,9 @@ typedef struct PaSub
 	PaSubState	state;
 	int			nworkers;
 	pg_atomic_uint32 leader_waiting;	/* leader waits for free chunks */
+	pg_atomic_uint64 leader_wake_seq;	/* leader: while it waits, a commit
+										 * wakes it only from this seq on
+										 * (0: any) */
 	pg_atomic_uint32 leader_pacing; /* leader paces its reads: it wakes by
 									 * itself every few milliseconds */
 	pg_atomic_uint64 received_lsn;

@@ -80,7 +80,8 @@ CREATE FUNCTION @extschema@.stat_subscription_internal(
 	OUT streams_spilled bigint,
 	OUT bytes_spilled bigint,
 	OUT active_workers integer,
-	OUT active_workers_reason text)
+	OUT active_workers_reason text,
+	OUT active_workers_changes bigint)
 RETURNS SETOF record
 AS 'MODULE_PATHNAME', 'pa_stat_subscription'
 LANGUAGE C STRICT VOLATILE;

@@ -22,9 +22,11 @@
  * and decides:
  *	- widen (double, up to parallel_apply.workers) while the workers are
  *	  behind and the machine left at least PA_ADAPT_IDLE_CPUS of its CPUs
- *	  idle over the window (/proc/stat: with every CPU busy, another worker
- *	  only takes CPU from the walsender, the leader and the other workers,
- *	  and adds hand-overs: docs/architecture.md, "A cost model"); the wider
+ *	  idle, on average over the set's last PA_ADAPT_BASE windows (/proc/
+ *	  stat: with every CPU busy, another worker only takes CPU from the
+ *	  walsender, the leader and the other workers, and adds hand-overs:
+ *	  docs/architecture.md, "A cost model"; one window's idle CPU varies
+ *	  too much to go by); the wider
  *	  set is kept only if its rate, over the PA_ADAPT_MEASURE windows after
  *	  the transactions queued before the change have committed (they are
  *	  applied where they were queued), beats the rate before
@@ -32,7 +34,8 @@
  *	  and its added workers applied at least PA_ADAPT_SPREAD of the
  *	  transactions (dependencies may keep all work where it was, and then a
  *	  rate says nothing); else the set goes back and the next attempt waits
- *	  twice as long as the last (from 1 s up to 32 s);
+ *	  twice as long as the last (from 1 s up to 32 s); a wider set slower
+ *	  than the narrower one after half its measurement goes back then;
  *	- try a narrower set (half) every PA_ADAPT_NARROW_PROBE_MS while the
  *	  workers are behind, kept if it applies nearly as fast (within
  *	  PA_ADAPT_KEEP of the rate before: fewer workers cost less);
@@ -93,6 +96,7 @@ static uint64 window_queued = 0;	/* dispatched - committed then */
 static int64 waited_us = 0;		/* leader's waits for its workers */
 
 static double recent[PA_ADAPT_BASE];	/* the current set's last rates */
+static double recent_idle[PA_ADAPT_BASE];	/* and the idle CPUs then */
 static int	nrecent = 0;
 static double base_rate;		/* rate of base_size before the change */
 static int	base_size;
@@ -130,13 +134,15 @@ set_active(int n, const char *fmt,...)
 	va_end(ap);
 
 	if (n != pa_leader.nactive)
+	{
 		nrecent = 0;			/* the rates were the old set's */
+		pg_atomic_fetch_add_u64(&sub->active_changes, 1);
+	}
 	pa_leader.nactive = n;
 	SpinLockAcquire(&sub->adapt_lock);
 	strlcpy(sub->active_reason, reason, PA_REASON_LEN);
 	SpinLockRelease(&sub->adapt_lock);
 	pg_atomic_write_u32(&sub->active_workers, n);
-	pg_atomic_fetch_add_u64(&sub->active_changes, 1);
 	elog(DEBUG1, "parallel_apply for subscription \"%s\": %s",
 		 pa_leader.mysub->name, reason);
 }
@@ -218,6 +224,8 @@ pa_adapt_init(void)
 	floor_size = 1;
 	floor_until = 0;
 	hold_ms = PA_ADAPT_HOLD_MIN_MS;
+	/* where the leader starts is no change of the active set */
+	pa_leader.nactive = pa_adaptive ? 1 : pa_leader.nworkers;
 	if (pa_adaptive)
 		set_active(1, "started with 1 of %d workers (parallel_apply.adaptive)",
 				   pa_leader.nworkers);
@@ -358,6 +366,8 @@ pa_adapt_tick(void)
 		(window_queued >= PA_ADAPT_BACKLOG && queued >= PA_ADAPT_BACKLOG);
 	kept_up = waited_us == 0 && queued < PA_ADAPT_BACKLOG / 4;
 	idle = idle_cpus();
+	elog(DEBUG2, "parallel_apply adaptive window: %d active, %.0f transactions/s, waited %.0f%%, queued " UINT64_FORMAT ", %.2f CPUs idle",
+		 n, rate, 100.0 * waited_us / (elapsed * 1000000.0), queued, idle);
 
 	window_start = now;
 	window_seq = committed;
@@ -385,35 +395,56 @@ pa_adapt_tick(void)
 			}
 		case ADAPT_MEASURE:
 			measured += rate;
-			if (++nmeasured >= PA_ADAPT_MEASURE)
+			nmeasured++;
+
+			/*
+			 * A wider set slower than the narrower one after half its
+			 * measurement will not make up the gain it needs: a failed
+			 * widening costs half as much.
+			 */
+			if (nmeasured >= PA_ADAPT_MEASURE ||
+				(nmeasured >= PA_ADAPT_MEASURE / 2 && n > base_size &&
+				 measured / nmeasured < base_rate))
 				judge(now);
 			return;
 		case ADAPT_STEADY:
 			break;
 	}
 
-	/* the current set's rate: the mean of its last PA_ADAPT_BASE windows */
-	if (nrecent < PA_ADAPT_BASE)
-		recent[nrecent++] = rate;
-	else
+	/*
+	 * The current set's rate and the idle CPU: the means of its last
+	 * PA_ADAPT_BASE windows (one window's idle CPU varies too much: on 2
+	 * CPUs, tpcb-like on one worker left 0.04 to 0.56 CPUs idle per window,
+	 * about 0.3 on average).
+	 */
+	if (nrecent == PA_ADAPT_BASE)
 	{
 		memmove(recent, recent + 1, sizeof(double) * (PA_ADAPT_BASE - 1));
-		recent[PA_ADAPT_BASE - 1] = rate;
+		memmove(recent_idle, recent_idle + 1, sizeof(double) * (PA_ADAPT_BASE - 1));
+		nrecent--;
 	}
+	recent[nrecent] = rate;
+	recent_idle[nrecent] = idle;
+	nrecent++;
 
 	if (behind)
 	{
 		double		base = 0;
+		double		base_idle = 0;
 		int			i;
 
 		calm = 0;
 		if (nrecent < PA_ADAPT_BASE)
 			return;				/* not measured long enough */
 		for (i = 0; i < nrecent; i++)
+		{
 			base += recent[i];
+			base_idle += recent_idle[i];
+		}
 		base /= nrecent;
+		base_idle /= nrecent;
 		if (n < pa_leader.nworkers && now >= next_widen &&
-			idle >= PA_ADAPT_IDLE_CPUS)
+			base_idle >= PA_ADAPT_IDLE_CPUS)
 			try_size(Min(n * 2, pa_leader.nworkers), base, "the workers are behind");
 		else if (n > 1 && now >= next_narrow_probe)
 			try_size(n / 2, base, "fewer may apply as fast");

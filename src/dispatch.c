@@ -422,26 +422,47 @@ window_open(void)
  * worker cannot move when the active set widens, and a leader that waits
  * for its workers is how adapt.c sees them behind.  Workers complete what
  * they hold whatever the leader reads (they wait only for earlier
- * transactions), so this wait ends.  True as well when every active worker
- * has an open stream: new work then goes to the others.
+ * transactions), so this wait ends.  True as well while any worker has an
+ * open stream: a transaction queued behind one that waits for the stream
+ * (its keys) commits only after the stream's commit, which the leader must
+ * read; the queue memory and the in-flight window still bound what it reads.
  */
 static bool
 active_room(void)
 {
-	int			n = 0;
 	int			held = 0;
 	int			w;
 
 	if (!pa_adaptive)
 		return true;
-	for (w = 0; w < pa_leader.nactive; w++)
-	{
+	for (w = 0; w < pa_leader.nworkers; w++)
 		if (worker_stream[w] != NULL)
-			continue;
-		n++;
+			return true;
+	for (w = 0; w < pa_leader.nactive; w++)
 		held += inflight[w];
-	}
-	return n == 0 || held < n * PA_ACTIVE_READ_AHEAD;
+	return held < pa_leader.nactive * PA_ACTIVE_READ_AHEAD;
+}
+
+/*
+ * The leader is about to wait for its workers: the transaction whose commit
+ * should wake it, or 0 for the next commit.  Waiting for the read-ahead room
+ * (active_room()), it wakes once the active workers hold at most half their
+ * read-ahead: woken at every commit, it would read one transaction per
+ * wake-up, a cross-process wake-up per transaction (on 2 CPUs, 12% of a
+ * simple-update catch-up on one worker).  Every transaction up to the one
+ * named is dispatched, and workers commit what they hold without the
+ * leader, so that commit comes.
+ */
+uint64
+pa_dispatch_wake_seq(void)
+{
+	uint64		dispatched;
+	uint64		half = pa_leader.nactive * PA_ACTIVE_READ_AHEAD / 2;
+
+	if (!window_open() || active_room())
+		return 0;
+	dispatched = pg_atomic_read_u64(&pa_leader.sub->dispatched_seq);
+	return dispatched > half ? dispatched - half : 0;
 }
 
 /*

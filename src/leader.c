@@ -456,27 +456,35 @@ leader_checks(void)
 /*
  * Wait, without reading from the publisher, for what dispatch lacks: queue
  * memory for the bytes in its outboxes (or a stream's worker to take more
- * of its share of it), or a free entry of the in-flight window.  Only hands partly filled chunks over, processes completions and
- * keeps the connection alive with status updates; it changes nothing else,
+ * of its share of it), a free entry of the in-flight window, or (adaptive
+ * use) room in the active workers' read-ahead.  Only hands partly filled
+ * chunks over, processes completions and keeps the connection alive with
+ * status updates; it changes nothing else,
  * and returns after one wait of at most a second (the loop re-checks).
  * Workers wake us when they have freed a quarter of queue memory, go idle,
- * or complete a transaction.
+ * or complete a transaction (waiting for the read-ahead room, a transaction
+ * from the one pa_dispatch_wake_seq() names on).
  */
 static void
 wait_for_resources(void)
 {
 	PaSub	   *sub = pa_leader.sub;
 	bool		for_memory = pa_dispatch_needs_memory();
+	uint64		wake_seq;
 
 	pa_dispatch_flush();
 	pa_dispatch_process_completions();
 	send_feedback(false, false);
 
+	wake_seq = for_memory ? 0 : pa_dispatch_wake_seq();
+	pg_atomic_write_u64(&sub->leader_wake_seq, wake_seq);
 	pg_atomic_write_u32(&sub->leader_waiting, 1);
 	pg_memory_barrier();
 	if (for_memory ?
 		(pg_atomic_read_u32(&sub->free_chunks) < pa_chunk_wake_threshold(sub) ||
 		 pa_dispatch_waits_for_stream()) :
+		wake_seq > 0 ?
+		pg_atomic_read_u64(&sub->committed_seq) < wake_seq :
 		cds_wfcq_empty(&sub->done_head, &sub->done_tail))
 	{
 		/* a wait for a stream's worker says nothing of the active set */
@@ -496,6 +504,7 @@ wait_for_resources(void)
 	}
 	ResetLatch(MyLatch);
 	pg_atomic_write_u32(&sub->leader_waiting, 0);
+	pg_atomic_write_u64(&sub->leader_wake_seq, 0);
 
 	/* not reading is our choice: it must not count as a silent publisher */
 	last_recv_time = GetCurrentTimestamp();
@@ -1041,6 +1050,7 @@ pa_leader_main(Datum main_arg)
 	pg_atomic_write_u64(&sub->committed_seq, 0);
 	pg_atomic_write_u64(&sub->dispatched_seq, 0);
 	pg_atomic_write_u32(&sub->leader_waiting, 0);
+	pg_atomic_write_u64(&sub->leader_wake_seq, 0);
 
 	LeaderMessageContext = AllocSetContextCreate(TopMemoryContext,
 												 "parallel_apply leader message",

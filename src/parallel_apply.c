@@ -116,6 +116,7 @@ pa_shmem_startup(void)
 			sub->nchunks = pa_queue_pool_size() / PA_CHUNK_SIZE;
 			ConditionVariableInit(&sub->cv);
 			pg_atomic_init_u32(&sub->leader_waiting, 0);
+			pg_atomic_init_u64(&sub->leader_wake_seq, 0);
 			pg_atomic_init_u32(&sub->leader_pacing, 0);
 			pg_atomic_init_u32(&sub->free_chunks, 0);
 			pg_atomic_init_u64(&sub->received_lsn, 0);

@@ -157,9 +157,10 @@ pa_chunk_put(PaSub *sub, PaChunk *chunk)
 }
 
 /*
- * Worker: report a committed transaction to the leader.  The leader is woken
- * only if it waits for room; otherwise it drains completions when it next
- * wakes (and a worker that runs out of work wakes it).
+ * Worker: report a committed transaction to the leader (committed_seq already
+ * covers it).  The leader is woken only if it waits for room, and from the
+ * transaction it named in leader_wake_seq on; otherwise it drains completions
+ * when it next wakes (and a worker that runs out of work wakes it).
  */
 void
 pa_done_send(PaSub *sub, PaTxn *txn)
@@ -167,7 +168,8 @@ pa_done_send(PaSub *sub, PaTxn *txn)
 	cds_wfcq_node_init(&txn->done_node);
 	cds_wfcq_enqueue(&sub->done_head, &sub->done_tail, &txn->done_node);
 	pg_memory_barrier();
-	if (pg_atomic_read_u32(&sub->leader_waiting))
+	if (pg_atomic_read_u32(&sub->leader_waiting) &&
+		pg_atomic_read_u64(&txn->seq) >= pg_atomic_read_u64(&sub->leader_wake_seq))
 	{
 		Latch	   *latch = sub->leader_latch;
 

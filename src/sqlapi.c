@@ -1022,8 +1022,8 @@ pa_stat_subscription(PG_FUNCTION_ARGS)
 	oids = stat_begin(fcinfo, &names, &paused);
 	forthree(lc1, oids, lc2, names, lc3, paused)
 	{
-		Datum		values[31];
-		bool		nulls[31];
+		Datum		values[32];
+		bool		nulls[32];
 		PaSub	   *sub = pa_find_sub(lfirst_oid(lc1));
 
 		memset(nulls, 0, sizeof(nulls));
@@ -1036,7 +1036,7 @@ pa_stat_subscription(PG_FUNCTION_ARGS)
 		{
 			int			i;
 
-			for (i = 3; i < 31; i++)
+			for (i = 3; i < 32; i++)
 				nulls[i] = true;
 		}
 		else
@@ -1050,6 +1050,7 @@ pa_stat_subscription(PG_FUNCTION_ARGS)
 			SpinLockRelease(&sub->adapt_lock);
 			values[29] = Int32GetDatum(pg_atomic_read_u32(&sub->active_workers));
 			values[30] = CStringGetTextDatum(reason);
+			values[31] = Int64GetDatum(pg_atomic_read_u64(&sub->active_changes));
 			nulls[29] = (DatumGetInt32(values[29]) == 0);	/* not started yet */
 			nulls[30] = (reason[0] == '\0');
 			LSN_OR_NULL(pg_atomic_read_u64(&sub->received_lsn), values, nulls, 5);

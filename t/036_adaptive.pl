@@ -66,6 +66,8 @@ like($sub->safe_psql('postgres', $state), qr/^1\|started with 1 of 4 workers \(p
 	'the engine starts with one active worker of four');
 is($sub->safe_psql('postgres', $active), '1:true 2:false 3:false 4:false',
 	'stat_workers: only worker 1 is active');
+is(pa_stat($sub, 'sub', 'active_workers_changes'), '0',
+	'where the leader starts is no change of the active set');
 
 # A backlog of $rows one-row transactions into table $t, applied while we
 # sample the view every 100 ms; returns the distinct states seen.
@@ -108,6 +110,8 @@ my @widened = grep { /^\d+\|widened to \d+ workers: \d+ transactions\/s against 
 ok(scalar @widened, 'expensive independent apply: the active set widened')
   or diag(join("\n", @seen));
 ok((grep { /^(\d+)\|/ && $1 >= 2 } @seen), 'expensive independent apply: two or more workers active');
+my $changes = pa_stat($sub, 'sub', 'active_workers_changes');
+ok($changes >= 1, "active_workers_changes counts the widening ($changes)");
 
 # 2. spreading does not pay: every transaction depends on the one before
 @seen = backlog('hot', 'UPDATE hot SET v = v + 1 WHERE id = 1');
@@ -116,6 +120,8 @@ ok(!(grep { /\|widened to/ } @seen), 'dependent apply: the active set never wide
 ok((grep { /^1\|back to 1 workers: the 1 added got almost no independent work$/ } @seen),
 	'dependent apply: a wider set was tried and given up (its added worker got no work)')
   or diag(join("\n", @seen));
+my $after = pa_stat($sub, 'sub', 'active_workers_changes');
+ok($after >= $changes + 2, "active_workers_changes counts the trial and the way back ($changes, then $after)");
 
 # 3. adaptive off: every worker active, as before
 $sub->safe_psql('postgres', 'ALTER SYSTEM SET parallel_apply.adaptive = off');
