@@ -78,6 +78,7 @@ extern void pa_dispatch_flush_wal_if_idle(void);
 extern XLogRecPtr pa_dispatch_current_final_lsn(void);
 extern bool pa_dispatch_waits_for_stream(void);
 extern uint64 pa_dispatch_wake_seq(void);
+extern int	pa_dispatch_starved_stream(TransactionId *xid);
 
 /* dispatch.c: streamed transactions applied while they stream */
 typedef struct PaStream PaStream;

@@ -433,11 +433,8 @@ active_room(void)
 	int			held = 0;
 	int			w;
 
-	if (!pa_adaptive)
+	if (!pa_adaptive || nstreams > 0)
 		return true;
-	for (w = 0; w < pa_leader.nworkers; w++)
-		if (worker_stream[w] != NULL)
-			return true;
 	for (w = 0; w < pa_leader.nactive; w++)
 		held += inflight[w];
 	return held < pa_leader.nactive * PA_ACTIVE_READ_AHEAD;
@@ -514,6 +511,31 @@ pa_dispatch_waits_for_stream(void)
 		if (outbox[w].len > 0 && stream_capped(w))
 			return true;
 	return false;
+}
+
+/*
+ * An open stream whose worker has taken all that was sent to it, so that it
+ * waits for the leader to read more of it: its worker, and its remote xid
+ * in *xid; -1 if there is none.  (A stream replayed after its commit has
+ * its place in commit order and waits for nothing the leader must read.)
+ */
+int
+pa_dispatch_starved_stream(TransactionId *xid)
+{
+	int			w;
+
+	for (w = 0; w < pa_leader.nworkers; w++)
+	{
+		PaStream   *st = worker_stream[w];
+
+		if (st != NULL && !st->replaying &&
+			sent_chunks[w] == pg_atomic_read_u64(&pa_leader.sub->workers[w].chunks_taken))
+		{
+			*xid = st->xid;
+			return w;
+		}
+	}
+	return -1;
 }
 
 static void

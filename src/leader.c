@@ -64,6 +64,7 @@
 #include "replication/worker_internal.h"
 #include "storage/ipc.h"
 #include "storage/proc.h"
+#include "storage/procarray.h"
 #include "tcop/tcopprot.h"
 #include "utils/guc.h"
 #include "utils/inval.h"
@@ -454,6 +455,79 @@ leader_checks(void)
 }
 
 /*
+ * Is worker w waiting for a heavyweight lock?  (What pg_stat_activity shows
+ * as wait_event_type Lock; read without a lock, as it does.)
+ */
+static bool
+worker_waits_for_lock(int w)
+{
+	pid_t		pid = pa_leader.sub->workers[w].pid;
+	PGPROC	   *proc;
+
+	if (pid == 0)
+		return false;
+	proc = BackendPidGetProc(pid);
+	return proc != NULL &&
+		(proc->wait_event_info & 0xFF000000) == PG_WAIT_LOCK;
+}
+
+/*
+ * The one wait between processes that the deadlock detector cannot see
+ * goes through the leader: an open stream's worker waits for the leader to
+ * read more of the stream, the leader waits for queue memory (or an entry
+ * of the in-flight window) that only the transactions queued on the other
+ * workers free as they commit, and the first of those waits for a lock the
+ * stream holds (a subscriber-only unique index, or a false dependency),
+ * which goes only with the stream's commit the leader has not read.  The
+ * leader is that cycle's detector: when it has waited deadlock_timeout with
+ * such a stream, no transaction committing, and another worker waiting for
+ * a lock, it stops the engine, which re-applies what it received serially
+ * (streams spooled and applied at their commit, so no such wait can form).
+ * A worker waiting for a lock a user session holds meets the same test:
+ * that costs a serial re-apply, never a wrong result.
+ */
+static void
+check_stream_stall(void)
+{
+	static TimestampTz stall_since = 0;
+	static uint64 stall_seq = 0;
+	PaSub	   *sub = pa_leader.sub;
+	uint64		committed = pg_atomic_read_u64(&sub->committed_seq);
+	TransactionId xid = InvalidTransactionId;
+	int			sw = pa_dispatch_starved_stream(&xid);
+	XLogRecPtr	until = pa_leader.last_received;
+	int			w;
+
+	if (sw < 0 || stall_since == 0 || committed != stall_seq)
+	{
+		stall_since = sw < 0 ? 0 : GetCurrentTimestamp();
+		stall_seq = committed;
+		return;
+	}
+	if (!TimestampDifferenceExceeds(stall_since, GetCurrentTimestamp(),
+									DeadlockTimeout))
+		return;
+	for (w = 0; w < pa_leader.nworkers; w++)
+		if (w != sw && worker_waits_for_lock(w))
+			break;
+	if (w == pa_leader.nworkers)
+		return;
+
+	if (pa_dispatch_current_final_lsn() > until)
+		until = pa_dispatch_current_final_lsn();
+	if (pg_atomic_read_u64(&sub->serial_until) < until)
+		pg_atomic_write_u64(&sub->serial_until, until);
+	ereport(ERROR,
+			(errcode(ERRCODE_T_R_DEADLOCK_DETECTED),
+			 errmsg("parallel_apply leader of subscription \"%s\" detected a deadlock with streamed transaction %u",
+					pa_leader.mysub->name, xid),
+			 errdetail("Worker %d applying the stream waits for the leader to read more of it; the leader waits for queue memory held by transactions queued behind worker %d, which waits for a lock.",
+					   sw + 1, w + 1),
+			 errhint("The engine re-applies what it received up to %X/%X serially, applying streamed transactions at their commit.",
+					 LSN_FORMAT_ARGS(until))));
+}
+
+/*
  * Wait, without reading from the publisher, for what dispatch lacks: queue
  * memory for the bytes in its outboxes (or a stream's worker to take more
  * of its share of it), a free entry of the in-flight window, or (adaptive
@@ -505,6 +579,7 @@ wait_for_resources(void)
 	ResetLatch(MyLatch);
 	pg_atomic_write_u32(&sub->leader_waiting, 0);
 	pg_atomic_write_u64(&sub->leader_wake_seq, 0);
+	check_stream_stall();
 
 	/* not reading is our choice: it must not count as a silent publisher */
 	last_recv_time = GetCurrentTimestamp();

@@ -60,6 +60,8 @@ our @EXPORT = qw(
   pa_checker_count
   pa_table_hash_sql
   pa_poll
+  pa_open_stream_on_unique
+  pa_close_stream_on_unique
   pa_diag
   pa_check_log_clean
   pa_error_attempts
@@ -424,6 +426,82 @@ sub pa_poll
 	$node->poll_query_until($db, $query, $expected)
 	  or croak "timed out waiting for: $what";
 	return 1;
+}
+
+=pod
+
+=item pa_open_stream_on_unique($pub, $sub, $ddl)
+
+The start of the stream-and-unique-index scenarios: creates on both nodes
+big (id, payload) and uq (id, u), plus the tables of $ddl; on the subscriber
+only a unique index uq_u on uq (u); subscribes with streaming on and
+attaches.  Then opens on the publisher a transaction that inserts
+uq (1, 7) and 3000 rows into big, enough to stream with
+logical_decoding_work_mem = 64kB, and (with the engine) waits until the
+stream's worker holds its lock on uq.  Returns the open session: a
+transaction that then inserts u = 7 and commits first waits for the stream.
+
+=cut
+
+sub pa_open_stream_on_unique
+{
+	my ($pub, $sub, $ddl) = @_;
+	$ddl = q{
+CREATE TABLE big (id int PRIMARY KEY, payload text);
+CREATE TABLE uq (id int PRIMARY KEY, u int);
+} . ($ddl // '');
+	$pub->safe_psql('postgres', $ddl);
+	$sub->safe_psql('postgres', $ddl);
+	$sub->safe_psql('postgres', 'CREATE UNIQUE INDEX uq_u ON uq (u)');
+	pa_subscribe($pub, $sub, 'sub', with => 'streaming = on');
+	pa_attach($sub, 'sub');
+
+	my $session = $pub->background_psql('postgres', on_error_stop => 1);
+	$session->query_safe('BEGIN');
+	$session->query_safe('INSERT INTO uq VALUES (1, 7)');
+	$session->query_safe(
+		"INSERT INTO big SELECT g, repeat('s', 100) FROM generate_series(1, 3000) g");
+	pa_poll($sub,
+		"SELECT count(*) > 0 FROM pg_locks l JOIN parallel_apply.stat_workers w ON w.pid = l.pid
+		 WHERE w.stream_xid IS NOT NULL AND l.relation = 'uq'::regclass AND l.granted",
+		't', 'the stream inserted u = 7 on the subscriber')
+	  if pa_engine();
+	return $session;
+}
+
+=pod
+
+=item pa_close_stream_on_unique($pub, $sub, $session, $filler, @tables)
+
+The end of those scenarios: commits on the publisher a transaction that
+inserts u = 7 (it waits for the stream's insert on the subscriber), then
+runs $filler (the transactions to queue behind it), commits the stream in
+$session, and checks that the subscription catches up, that uq, big and
+@tables are equal on both sides, and (with the engine) that the cycle was
+broken by a serial re-apply.
+
+=cut
+
+sub pa_close_stream_on_unique
+{
+	my ($pub, $sub, $session, $filler, @tables) = @_;
+	$pub->safe_psql('postgres',
+		'BEGIN; INSERT INTO uq VALUES (2, 7); UPDATE uq SET u = 9 WHERE id = 2; COMMIT');
+	$pub->safe_psql('postgres', $filler);
+	$session->query_safe('COMMIT');
+	$session->quit;
+
+	ok(pa_catchup_within($pub, 'sub', 120),
+		'the subscription catches up: the wait was broken')
+	  or pa_diag($sub);
+	pa_check_equal($pub, $sub, 'uq', 'big', @tables);
+  SKIP:
+	{
+		skip 'PA_NO_ENGINE set', 1 unless pa_engine();
+		cmp_ok(pa_stat($sub, 'sub', 'serial_retries'), '>', 0,
+			'the cycle was broken and re-applied serially');
+	}
+	return;
 }
 
 # Column list of a table as the publisher has it (in attnum order), quoted.
