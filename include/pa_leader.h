@@ -43,6 +43,9 @@ typedef struct PaLeader
 	int			nworkers;
 	int			nactive;		/* the active set: workers 0..nactive-1
 								 * receive new independent work (adapt.c) */
+	int			read_ahead;		/* with adaptive use, transactions the
+								 * leader queues per active worker at most
+								 * (adapt.c) */
 	bool		started_serial; /* re-applying a failed window serially */
 	BackgroundWorkerHandle *handles[PA_MAX_WORKERS];
 } PaLeader;
@@ -78,7 +81,7 @@ extern void pa_dispatch_flush_wal_if_idle(void);
 extern XLogRecPtr pa_dispatch_current_final_lsn(void);
 extern bool pa_dispatch_waits_for_stream(void);
 extern uint64 pa_dispatch_wake_seq(void);
-extern int	pa_dispatch_starved_stream(TransactionId *xid);
+extern bool pa_dispatch_stream_starved(int w, TransactionId *xid);
 
 /* dispatch.c: streamed transactions applied while they stream */
 typedef struct PaStream PaStream;

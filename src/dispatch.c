@@ -81,9 +81,6 @@
 #include "utils/memutils.h"
 #include "utils/timestamp.h"
 
-/* transactions in flight per active worker, with adaptive worker use */
-#define PA_ACTIVE_READ_AHEAD	256
-
 /* leader-local record of each dispatched transaction, for feedback */
 #define PA_FIFO_SIZE	(PA_MAX_INFLIGHT * 16)
 
@@ -417,8 +414,9 @@ window_open(void)
 
 /*
  * With adaptive worker use, do the active workers without an open stream
- * hold fewer than PA_ACTIVE_READ_AHEAD transactions each on average?  The
- * leader reads no further ahead than that: what is already queued on a
+ * hold fewer than pa_leader.read_ahead transactions each on average (about
+ * PA_READ_AHEAD_MS of their measured apply, adapt.c)?  The leader reads no
+ * further ahead than that: what is already queued on a
  * worker cannot move when the active set widens, and a leader that waits
  * for its workers is how adapt.c sees them behind.  Workers complete what
  * they hold whatever the leader reads (they wait only for earlier
@@ -437,7 +435,7 @@ active_room(void)
 		return true;
 	for (w = 0; w < pa_leader.nactive; w++)
 		held += inflight[w];
-	return held < pa_leader.nactive * PA_ACTIVE_READ_AHEAD;
+	return held < pa_leader.nactive * pa_leader.read_ahead;
 }
 
 /*
@@ -454,7 +452,7 @@ uint64
 pa_dispatch_wake_seq(void)
 {
 	uint64		dispatched;
-	uint64		half = pa_leader.nactive * PA_ACTIVE_READ_AHEAD / 2;
+	uint64		half = pa_leader.nactive * pa_leader.read_ahead / 2;
 
 	if (!window_open() || active_room())
 		return 0;
@@ -514,28 +512,21 @@ pa_dispatch_waits_for_stream(void)
 }
 
 /*
- * An open stream whose worker has taken all that was sent to it, so that it
- * waits for the leader to read more of it: its worker, and its remote xid
- * in *xid; -1 if there is none.  (A stream replayed after its commit has
- * its place in commit order and waits for nothing the leader must read.)
+ * Does worker w hold an open stream and has it taken all that was sent to
+ * it, so that it waits for the leader to read more of the stream?  Its
+ * remote xid in *xid if so.  (A stream replayed after its commit has its
+ * place in commit order and waits for nothing the leader must read.)
  */
-int
-pa_dispatch_starved_stream(TransactionId *xid)
+bool
+pa_dispatch_stream_starved(int w, TransactionId *xid)
 {
-	int			w;
+	PaStream   *st = worker_stream[w];
 
-	for (w = 0; w < pa_leader.nworkers; w++)
-	{
-		PaStream   *st = worker_stream[w];
-
-		if (st != NULL && !st->replaying &&
-			sent_chunks[w] == pg_atomic_read_u64(&pa_leader.sub->workers[w].chunks_taken))
-		{
-			*xid = st->xid;
-			return w;
-		}
-	}
-	return -1;
+	if (st == NULL || st->replaying ||
+		sent_chunks[w] != pg_atomic_read_u64(&pa_leader.sub->workers[w].chunks_taken))
+		return false;
+	*xid = st->xid;
+	return true;
 }
 
 static void

@@ -66,6 +66,8 @@
 #include "storage/proc.h"
 #include "storage/procarray.h"
 #include "tcop/tcopprot.h"
+#include "utils/array.h"
+#include "utils/fmgrprotos.h"
 #include "utils/guc.h"
 #include "utils/inval.h"
 #include "utils/memutils.h"
@@ -455,52 +457,97 @@ leader_checks(void)
 }
 
 /*
- * Is worker w waiting for a heavyweight lock?  (What pg_stat_activity shows
- * as wait_event_type Lock; read without a lock, as it does.)
+ * Is worker w waiting for a heavyweight lock that a worker with a starved
+ * stream (pa_dispatch_stream_starved()) holds, or is ahead of it in the
+ * lock's queue?  That worker, and its stream's remote xid in *xid; -1 if
+ * not.  First what pg_stat_activity shows as wait_event_type Lock, read
+ * without a lock as it does; then, only for such a worker, what
+ * pg_blocking_pids() says.
  */
-static bool
-worker_waits_for_lock(int w)
+static int
+worker_blocked_by_stream(int w, TransactionId *xid)
 {
+	static MemoryContext cxt = NULL;
 	pid_t		pid = pa_leader.sub->workers[w].pid;
 	PGPROC	   *proc;
+	MemoryContext old;
+	ArrayType  *blockers;
+	int32	   *pids;
+	int			n;
+	int			holder = -1;
 
 	if (pid == 0)
-		return false;
+		return -1;
 	proc = BackendPidGetProc(pid);
-	return proc != NULL &&
-		(proc->wait_event_info & 0xFF000000) == PG_WAIT_LOCK;
+	if (proc == NULL || (proc->wait_event_info & 0xFF000000) != PG_WAIT_LOCK)
+		return -1;
+
+	if (cxt == NULL)
+		cxt = AllocSetContextCreate(TopMemoryContext,
+									"parallel_apply lock waits",
+									ALLOCSET_SMALL_SIZES);
+	old = MemoryContextSwitchTo(cxt);
+	blockers = DatumGetArrayTypeP(DirectFunctionCall1(pg_blocking_pids,
+													  Int32GetDatum(pid)));
+	n = ArrayGetNItems(ARR_NDIM(blockers), ARR_DIMS(blockers));
+	pids = (int32 *) ARR_DATA_PTR(blockers);
+	while (n-- > 0 && holder < 0)
+	{
+		int			h;
+
+		for (h = 0; h < pa_leader.nworkers; h++)
+			if (h != w && pa_leader.sub->workers[h].pid == pids[n] &&
+				pa_dispatch_stream_starved(h, xid))
+			{
+				holder = h;
+				break;
+			}
+	}
+	MemoryContextSwitchTo(old);
+	MemoryContextReset(cxt);
+	return holder;
 }
 
 /*
- * The one wait between processes that the deadlock detector cannot see
- * goes through the leader: an open stream's worker waits for the leader to
- * read more of the stream, the leader waits for queue memory (or an entry
- * of the in-flight window) that only the transactions queued on the other
- * workers free as they commit, and the first of those waits for a lock the
- * stream holds (a subscriber-only unique index, or a false dependency),
- * which goes only with the stream's commit the leader has not read.  The
- * leader is that cycle's detector: when it has waited deadlock_timeout with
- * such a stream, no transaction committing, and another worker waiting for
- * a lock, it stops the engine, which re-applies what it received serially
- * (streams spooled and applied at their commit, so no such wait can form).
- * A worker waiting for a lock a user session holds meets the same test:
- * that costs a serial re-apply, never a wrong result.
+ * An open stream holds its locks until the publisher sends its end, and its
+ * place in commit order comes only then, after every transaction committed
+ * on the publisher before it.  So a transaction that waits for a lock the
+ * stream holds (a unique index only the subscriber has, or a false
+ * dependency: the publisher let both proceed) waits for a commit that must
+ * come after its own, a deadlock no lock shows in full, in two forms:
+ *	- the publisher sends nothing more of the stream for now (its session
+ *	  is idle in transaction): the transaction waits as long as it stays
+ *	  open, and every later one with it; the built-in worker, which applies
+ *	  a stream at its commit, is not held up;
+ *	- the leader waits for queue memory (or an entry of the in-flight
+ *	  window) that only the transactions queued behind the waiting one free
+ *	  as they commit, so it cannot read on to the stream's end.
+ * The leader is that cycle's detector, called from its loop and from its
+ * wait for resources: when no transaction has committed for
+ * deadlock_timeout, a stream's worker has taken all the leader sent it, and
+ * another worker waits for a lock that worker holds, it stops the engine,
+ * which re-applies what it received serially (streams spooled and applied
+ * at their commit, so no such wait can form).  A worker waiting for a user
+ * session's lock is left to wait, as the built-in worker would.
  */
 static void
-check_stream_stall(void)
+check_stream_stall(bool leader_waits)
 {
 	static TimestampTz stall_since = 0;
 	static uint64 stall_seq = 0;
 	PaSub	   *sub = pa_leader.sub;
 	uint64		committed = pg_atomic_read_u64(&sub->committed_seq);
 	TransactionId xid = InvalidTransactionId;
-	int			sw = pa_dispatch_starved_stream(&xid);
 	XLogRecPtr	until = pa_leader.last_received;
+	bool		starved = false;
+	int			sw = -1;
 	int			w;
 
-	if (sw < 0 || stall_since == 0 || committed != stall_seq)
+	for (w = 0; w < pa_leader.nworkers && !starved; w++)
+		starved = pa_dispatch_stream_starved(w, &xid);
+	if (!starved || stall_since == 0 || committed != stall_seq)
 	{
-		stall_since = sw < 0 ? 0 : GetCurrentTimestamp();
+		stall_since = starved ? GetCurrentTimestamp() : 0;
 		stall_seq = committed;
 		return;
 	}
@@ -508,9 +555,9 @@ check_stream_stall(void)
 									DeadlockTimeout))
 		return;
 	for (w = 0; w < pa_leader.nworkers; w++)
-		if (w != sw && worker_waits_for_lock(w))
+		if ((sw = worker_blocked_by_stream(w, &xid)) >= 0)
 			break;
-	if (w == pa_leader.nworkers)
+	if (sw < 0)
 		return;
 
 	if (pa_dispatch_current_final_lsn() > until)
@@ -521,8 +568,11 @@ check_stream_stall(void)
 			(errcode(ERRCODE_T_R_DEADLOCK_DETECTED),
 			 errmsg("parallel_apply leader of subscription \"%s\" detected a deadlock with streamed transaction %u",
 					pa_leader.mysub->name, xid),
-			 errdetail("Worker %d applying the stream waits for the leader to read more of it; the leader waits for queue memory held by transactions queued behind worker %d, which waits for a lock.",
-					   sw + 1, w + 1),
+			 leader_waits ?
+			 errdetail("Worker %d waits for a lock held by the stream open in worker %d, which waits for the leader to read more of it; the leader waits for queue memory held by the transactions queued behind worker %d.",
+					   w + 1, sw + 1, w + 1) :
+			 errdetail("Worker %d waits for a lock held by the stream open in worker %d, which can commit only after it, once the publisher has sent the rest of the stream.",
+					   w + 1, sw + 1),
 			 errhint("The engine re-applies what it received up to %X/%X serially, applying streamed transactions at their commit.",
 					 LSN_FORMAT_ARGS(until))));
 }
@@ -579,7 +629,7 @@ wait_for_resources(void)
 	ResetLatch(MyLatch);
 	pg_atomic_write_u32(&sub->leader_waiting, 0);
 	pg_atomic_write_u64(&sub->leader_wake_seq, 0);
-	check_stream_stall();
+	check_stream_stall(true);
 
 	/* not reading is our choice: it must not count as a silent publisher */
 	last_recv_time = GetCurrentTimestamp();
@@ -993,9 +1043,11 @@ leader_loop(void)
 
 		/*
 		 * Whatever woke us (a worker, a signal, the socket), a publisher
-		 * silent for wal_receiver_timeout is gone.
+		 * silent for wal_receiver_timeout is gone, and a transaction may
+		 * wait for an open stream the publisher sends no more of.
 		 */
 		check_publisher_timeout(&ping_sent);
+		check_stream_stall(false);
 	}
 }
 

@@ -1,7 +1,8 @@
 # Copyright (c) parallel_apply authors
 #
 # Adaptive worker use and an open stream: with parallel_apply.adaptive on
-# the leader reads at most 256 transactions ahead per active worker.  A
+# the leader reads about 25 ms of apply ahead per active worker, at least
+# 256 transactions (here, with almost nothing applied before, 256).  A
 # stream opens on the last idle worker (outside the active set of one); an
 # ordinary transaction on the active worker waits for the stream's insert
 # (a unique index only the subscriber has), and more than 256 transactions
