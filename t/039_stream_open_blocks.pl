@@ -22,7 +22,6 @@ use PaTest;
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
-use Time::HiRes qw(usleep);
 
 my $pub = pa_publisher('publisher',
 	conf => "logical_decoding_work_mem = 64kB\n");
@@ -33,16 +32,12 @@ my $engine = pa_engine();
 my $session = pa_open_stream_on_unique($pub, $sub);
 
 # Does the subscriber return $expected for $query within $secs seconds?
+# (poll_query_until with a shorter timeout than the suite's default)
 sub shows_within
 {
 	my ($query, $expected, $secs) = @_;
-	my $deadline = time() + $secs;
-	while (time() < $deadline)
-	{
-		return 1 if $sub->safe_psql('postgres', $query) eq $expected;
-		usleep(100_000);
-	}
-	return 0;
+	local $PostgreSQL::Test::Utils::timeout_default = $secs;
+	return $sub->poll_query_until('postgres', $query, $expected);
 }
 
 $pub->safe_psql('postgres',
