@@ -44,8 +44,13 @@ typedef struct PaLeader
 	int			nactive;		/* the active set: workers 0..nactive-1
 								 * receive new independent work (adapt.c) */
 	int			read_ahead;		/* with adaptive use, transactions the
-								 * leader queues per active worker at most
-								 * (adapt.c) */
+								 * leader queues per active worker on
+								 * average at most (adapt.c) */
+	uint64		placed;			/* ordinary transactions given a worker
+								 * (dispatch.c choose_worker()) */
+	uint64		placed_free;	/* of them, in runs that began with no
+								 * uncommitted dependency: what a wider
+								 * set would spread (adapt.c) */
 	bool		started_serial; /* re-applying a failed window serially */
 	BackgroundWorkerHandle *handles[PA_MAX_WORKERS];
 } PaLeader;

@@ -22,12 +22,17 @@
  *	  uncommitted at both ends of it;
  * and decides:
  *	- widen (double, up to parallel_apply.workers) while the workers are
- *	  behind and the machine left at least PA_ADAPT_IDLE_CPUS of its CPUs
+ *	  behind, the machine left at least PA_ADAPT_IDLE_CPUS of its CPUs
  *	  idle, on average over the set's last PA_ADAPT_BASE windows (/proc/
  *	  stat: with every CPU busy, another worker only takes CPU from the
  *	  walsender, the leader and the other workers, and adds hand-overs:
  *	  docs/architecture.md, "A cost model"; one window's idle CPU varies
- *	  too much to go by); the wider
+ *	  too much to go by), and enough of the work is independent: over the
+ *	  same windows, the transactions dispatched in runs that began with no
+ *	  uncommitted dependency (pa_leader.placed_free), the only ones a wider
+ *	  set spreads, would give the added workers at least PA_ADAPT_SPREAD of
+ *	  all (in turn, the added workers get their share of them); with
+ *	  dependent work (tpcb-like: ten branches) a trial only costs; the wider
  *	  set is kept only if its rate, over the PA_ADAPT_MEASURE windows after
  *	  the transactions queued before the change have committed (they are
  *	  applied where they were queued), beats the rate before
@@ -97,10 +102,14 @@ static AdaptPhase phase = ADAPT_STEADY;
 static TimestampTz window_start = 0;
 static uint64 window_seq = 0;	/* committed_seq at window_start */
 static uint64 window_queued = 0;	/* dispatched - committed then */
+static uint64 window_placed = 0;	/* pa_leader.placed then */
+static uint64 window_free = 0;	/* pa_leader.placed_free then */
 static int64 waited_us = 0;		/* leader's waits for its workers */
 
 static double recent[PA_ADAPT_BASE];	/* the current set's last rates */
 static double recent_idle[PA_ADAPT_BASE];	/* and the idle CPUs then */
+static double recent_free[PA_ADAPT_BASE];	/* and the share of independent
+											 * transactions dispatched */
 static int	nrecent = 0;
 static double base_rate;		/* rate of base_size before the change */
 static int	base_size;
@@ -219,6 +228,8 @@ pa_adapt_init(void)
 	window_start = now;
 	window_seq = pg_atomic_read_u64(&pa_leader.sub->committed_seq);
 	window_queued = 0;
+	window_placed = pa_leader.placed;
+	window_free = pa_leader.placed_free;
 	waited_us = 0;
 	calm = 0;
 	next_widen = now;
@@ -366,6 +377,7 @@ pa_adapt_tick(void)
 	bool		behind;
 	bool		kept_up;
 	double		idle;
+	double		free_share;
 	int			n = pa_leader.nactive;
 
 	if (!pa_adaptive)
@@ -389,12 +401,18 @@ pa_adapt_tick(void)
 		(window_queued >= PA_ADAPT_BACKLOG && queued >= PA_ADAPT_BACKLOG);
 	kept_up = waited_us == 0 && queued < PA_ADAPT_BACKLOG / 4;
 	idle = idle_cpus();
-	elog(DEBUG2, "parallel_apply adaptive window: %d active, %.0f transactions/s, waited %.0f%%, queued " UINT64_FORMAT ", %.2f CPUs idle",
-		 n, rate, 100.0 * waited_us / (elapsed * 1000000.0), queued, idle);
+	free_share = pa_leader.placed > window_placed ?
+		(double) (pa_leader.placed_free - window_free) /
+		(pa_leader.placed - window_placed) : 0;
+	elog(DEBUG2, "parallel_apply adaptive window: %d active, %.0f transactions/s, waited %.0f%%, queued " UINT64_FORMAT ", %.2f CPUs idle, %.0f%% independent",
+		 n, rate, 100.0 * waited_us / (elapsed * 1000000.0), queued, idle,
+		 100.0 * free_share);
 
 	window_start = now;
 	window_seq = committed;
 	window_queued = queued;
+	window_placed = pa_leader.placed;
+	window_free = pa_leader.placed_free;
 	waited_us = 0;
 	set_read_ahead(rate, n);
 
@@ -445,16 +463,20 @@ pa_adapt_tick(void)
 	{
 		memmove(recent, recent + 1, sizeof(double) * (PA_ADAPT_BASE - 1));
 		memmove(recent_idle, recent_idle + 1, sizeof(double) * (PA_ADAPT_BASE - 1));
+		memmove(recent_free, recent_free + 1, sizeof(double) * (PA_ADAPT_BASE - 1));
 		nrecent--;
 	}
 	recent[nrecent] = rate;
 	recent_idle[nrecent] = idle;
+	recent_free[nrecent] = free_share;
 	nrecent++;
 
 	if (behind)
 	{
 		double		base = 0;
 		double		base_idle = 0;
+		double		base_free = 0;
+		int			wider = Min(n * 2, pa_leader.nworkers);
 		int			i;
 
 		calm = 0;
@@ -464,12 +486,15 @@ pa_adapt_tick(void)
 		{
 			base += recent[i];
 			base_idle += recent_idle[i];
+			base_free += recent_free[i];
 		}
 		base /= nrecent;
 		base_idle /= nrecent;
+		base_free /= nrecent;
 		if (n < pa_leader.nworkers && now >= next_widen &&
-			base_idle >= PA_ADAPT_IDLE_CPUS)
-			try_size(Min(n * 2, pa_leader.nworkers), base, "the workers are behind");
+			base_idle >= PA_ADAPT_IDLE_CPUS &&
+			base_free * (wider - n) / wider >= PA_ADAPT_SPREAD)
+			try_size(wider, base, "the workers are behind");
 		else if (n > 1 && now >= next_narrow_probe)
 			try_size(n / 2, base, "fewer may apply as fast");
 	}

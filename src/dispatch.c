@@ -614,25 +614,35 @@ next_in_turn(int after, int n)
  *	  depends on nothing in flight goes to the next worker in turn among
  *	  all workers, active or not: its hand-over costs nothing next to its
  *	  size, and such transactions are where spreading pays.
- * The active set is workers 0 .. pa_leader.nactive - 1 (adapt.c).
+ * The active set is workers 0 .. pa_leader.nactive - 1 (adapt.c).  The
+ * transactions of runs that began with no uncommitted dependency are
+ * counted (pa_leader.placed_free): they are what a wider set would spread,
+ * and adapt.c widens only when there are enough of them.
  */
 static int
 choose_worker(bool large)
 {
 	static int	run_worker = -1;
 	static int	run_length = 0;
+	static bool run_free = false;
 	int			nactive = pa_leader.nactive;
 	int			prev = worker_of(cur_seq - 1);
 	int			best;
 
+	pa_leader.placed++;
 	if (prev >= 0 && prev < nactive && prev == run_worker &&
 		run_length < pa_group_size)
 	{
 		run_length++;
+		if (run_free)
+			pa_leader.placed_free++;
 		return prev;
 	}
 
 	best = worker_of(cur_deps.max);
+	run_free = best < 0;
+	if (run_free)
+		pa_leader.placed_free++;
 	if (best >= nactive)
 		best = -1;
 	if (best < 0 && large)

@@ -542,6 +542,9 @@ check_stream_stall(bool leader_waits)
 	bool		starved = false;
 	int			sw = -1;
 	int			w;
+	uint64		wseq;
+	PaTxn	   *wtxn;
+	TransactionId wxid = InvalidTransactionId;
 
 	for (w = 0; w < pa_leader.nworkers && !starved; w++)
 		starved = pa_dispatch_stream_starved(w, &xid);
@@ -564,6 +567,12 @@ check_stream_stall(bool leader_waits)
 		until = pa_dispatch_current_final_lsn();
 	if (pg_atomic_read_u64(&sub->serial_until) < until)
 		pg_atomic_write_u64(&sub->serial_until, until);
+
+	/* the waiting transaction (invariant 9), from the leader's own ring */
+	wseq = pg_atomic_read_u64(&sub->workers[w].current_seq);
+	wtxn = &sub->txns[wseq % PA_MAX_INFLIGHT];
+	if (wseq != 0 && pg_atomic_read_u64(&wtxn->seq) == wseq)
+		wxid = wtxn->remote_xid;
 	ereport(ERROR,
 			(errcode(ERRCODE_T_R_DEADLOCK_DETECTED),
 			 errmsg("parallel_apply leader of subscription \"%s\" detected a deadlock with streamed transaction %u",
@@ -574,7 +583,12 @@ check_stream_stall(bool leader_waits)
 			 errdetail("Worker %d waits for a lock held by the stream open in worker %d, which can commit only after it, once the publisher has sent the rest of the stream.",
 					   w + 1, sw + 1),
 			 errhint("The engine re-applies what it received up to %X/%X serially, applying streamed transactions at their commit.",
-					 LSN_FORMAT_ARGS(until))));
+					 LSN_FORMAT_ARGS(until)),
+			 TransactionIdIsValid(wxid) ?
+			 errcontext("worker %d applies remote transaction %u, finished at %X/%X",
+						w + 1, wxid, LSN_FORMAT_ARGS(wtxn->final_lsn)) :
+			 errcontext("worker %d applies streamed transaction %u",
+						w + 1, pg_atomic_read_u32(&sub->workers[w].stream_xid))));
 }
 
 /*

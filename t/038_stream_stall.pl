@@ -42,8 +42,8 @@ SKIP:
 {
 	skip 'PA_NO_ENGINE set', 1 unless $engine;
 	ok($sub->log_contains(
-			qr/ERROR:  parallel_apply leader of subscription "sub" detected a deadlock with streamed transaction \d+/),
-		'the leader logged the deadlock it detected');
+			qr/ERROR:  parallel_apply leader of subscription "sub" detected a deadlock with streamed transaction \d+\n(?:.*\n){2}.*CONTEXT:  worker \d+ applies remote transaction \d+, finished at [0-9A-F]+\/[0-9A-F]+\n/),
+		'the leader logged the deadlock it detected, with the waiting transaction');
 }
 
 $sub->stop;

@@ -40,8 +40,8 @@ sub shows_within
 	return $sub->poll_query_until('postgres', $query, $expected);
 }
 
-$pub->safe_psql('postgres',
-	'BEGIN; INSERT INTO uq VALUES (2, 7); UPDATE uq SET u = 9 WHERE id = 2; COMMIT');
+my $waiter = $pub->safe_psql('postgres',
+	'BEGIN; INSERT INTO uq VALUES (2, 7); UPDATE uq SET u = 9 WHERE id = 2; SELECT txid_current(); COMMIT');
 $pub->safe_psql('postgres', 'INSERT INTO uq VALUES (3, 3)');
 ok(shows_within(q{SELECT string_agg(id || ':' || u, ',' ORDER BY id) FROM uq},
 		'2:9,3:3', 60),
@@ -51,8 +51,8 @@ SKIP:
 {
 	skip 'PA_NO_ENGINE set', 2 unless $engine;
 	ok($sub->log_contains(
-			qr/ERROR:  parallel_apply leader of subscription "sub" detected a deadlock with streamed transaction \d+\n.*DETAIL:  Worker 1 waits for a lock held by the stream open in worker 2, which can commit only after it, once the publisher has sent the rest of the stream\./),
-		'the leader logged the wait it broke, and why');
+			qr/ERROR:  parallel_apply leader of subscription "sub" detected a deadlock with streamed transaction \d+\n.*DETAIL:  Worker 1 waits for a lock held by the stream open in worker 2, which can commit only after it, once the publisher has sent the rest of the stream\.\n.*HINT:  .*\n.*CONTEXT:  worker 1 applies remote transaction $waiter, finished at [0-9A-F]+\/[0-9A-F]+\n/),
+		'the leader logged the wait it broke, why, and the waiting transaction');
 	cmp_ok(pa_stat($sub, 'sub', 'serial_retries'), '>', 0,
 		'the wait was broken by a serial re-apply');
 }
