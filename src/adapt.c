@@ -110,6 +110,8 @@ static double recent[PA_ADAPT_BASE];	/* the current set's last rates */
 static double recent_idle[PA_ADAPT_BASE];	/* and the idle CPUs then */
 static double recent_free[PA_ADAPT_BASE];	/* and the share of independent
 											 * transactions dispatched */
+static double free_avg = 1;		/* that share, averaged over about
+								 * PA_ADAPT_BASE windows of any set */
 static int	nrecent = 0;
 static double base_rate;		/* rate of base_size before the change */
 static int	base_size;
@@ -230,6 +232,7 @@ pa_adapt_init(void)
 	window_queued = 0;
 	window_placed = pa_leader.placed;
 	window_free = pa_leader.placed_free;
+	free_avg = 1;
 	waited_us = 0;
 	calm = 0;
 	next_widen = now;
@@ -251,6 +254,20 @@ pa_adapt_init(void)
 }
 
 /*
+ * Would doubling a set of n workers spread enough work, given that share
+ * of independent transactions (those of runs that began with no
+ * uncommitted dependency)?  In turn, the added workers get their part of
+ * them, and a trial is judged by whether they applied PA_ADAPT_SPREAD.
+ */
+static bool
+would_spread(double share, int n)
+{
+	int			wider = Min(n * 2, pa_leader.nworkers);
+
+	return wider > n && share * (wider - n) / wider >= PA_ADAPT_SPREAD;
+}
+
+/*
  * How far the leader reads ahead of n active workers that applied rate
  * transactions/s (dispatch.c active_room()): PA_READ_AHEAD_MS of their
  * apply, at least PA_READ_AHEAD_MIN transactions each.  A bound in
@@ -264,6 +281,13 @@ set_read_ahead(double rate, int n)
 {
 	double		per_worker = rate * PA_READ_AHEAD_MS / 1000.0 / n;
 
+	/*
+	 * Work too dependent for a wider set to spread (would_spread()) stays
+	 * where it is queued whatever the set: the bound would only cost
+	 * wake-ups of the leader, so read ahead as with a fixed count.
+	 */
+	if (!would_spread(free_avg, n))
+		per_worker = PA_MAX_INFLIGHT;
 	pa_leader.read_ahead = (int) Max(PA_READ_AHEAD_MIN,
 									 Min(per_worker, PA_MAX_INFLIGHT));
 }
@@ -411,9 +435,11 @@ pa_adapt_tick(void)
 	window_start = now;
 	window_seq = committed;
 	window_queued = queued;
+	waited_us = 0;
+	if (pa_leader.placed > window_placed)
+		free_avg += (free_share - free_avg) / PA_ADAPT_BASE;
 	window_placed = pa_leader.placed;
 	window_free = pa_leader.placed_free;
-	waited_us = 0;
 	set_read_ahead(rate, n);
 
 	switch (phase)
@@ -476,7 +502,6 @@ pa_adapt_tick(void)
 		double		base = 0;
 		double		base_idle = 0;
 		double		base_free = 0;
-		int			wider = Min(n * 2, pa_leader.nworkers);
 		int			i;
 
 		calm = 0;
@@ -492,9 +517,8 @@ pa_adapt_tick(void)
 		base_idle /= nrecent;
 		base_free /= nrecent;
 		if (n < pa_leader.nworkers && now >= next_widen &&
-			base_idle >= PA_ADAPT_IDLE_CPUS &&
-			base_free * (wider - n) / wider >= PA_ADAPT_SPREAD)
-			try_size(wider, base, "the workers are behind");
+			base_idle >= PA_ADAPT_IDLE_CPUS && would_spread(base_free, n))
+			try_size(Min(n * 2, pa_leader.nworkers), base, "the workers are behind");
 		else if (n > 1 && now >= next_narrow_probe)
 			try_size(n / 2, base, "fewer may apply as fast");
 	}
