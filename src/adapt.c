@@ -110,8 +110,9 @@ static double recent[PA_ADAPT_BASE];	/* the current set's last rates */
 static double recent_idle[PA_ADAPT_BASE];	/* and the idle CPUs then */
 static double recent_free[PA_ADAPT_BASE];	/* and the share of independent
 											 * transactions dispatched */
-static double free_avg = 1;		/* that share, averaged over about
-								 * PA_ADAPT_BASE windows of any set */
+static double free_avg = -1;	/* that share, averaged over about
+								 * PA_ADAPT_BASE windows of any set; the
+								 * first window's share, or -1 before it */
 static int	nrecent = 0;
 static double base_rate;		/* rate of base_size before the change */
 static int	base_size;
@@ -232,7 +233,7 @@ pa_adapt_init(void)
 	window_queued = 0;
 	window_placed = pa_leader.placed;
 	window_free = pa_leader.placed_free;
-	free_avg = 1;
+	free_avg = -1;
 	waited_us = 0;
 	calm = 0;
 	next_widen = now;
@@ -286,7 +287,7 @@ set_read_ahead(double rate, int n)
 	 * where it is queued whatever the set: the bound would only cost
 	 * wake-ups of the leader, so read ahead as with a fixed count.
 	 */
-	if (!would_spread(free_avg, n))
+	if (free_avg >= 0 && !would_spread(free_avg, n))
 		per_worker = PA_MAX_INFLIGHT;
 	pa_leader.read_ahead = (int) Max(PA_READ_AHEAD_MIN,
 									 Min(per_worker, PA_MAX_INFLIGHT));
@@ -437,7 +438,8 @@ pa_adapt_tick(void)
 	window_queued = queued;
 	waited_us = 0;
 	if (pa_leader.placed > window_placed)
-		free_avg += (free_share - free_avg) / PA_ADAPT_BASE;
+		free_avg = free_avg < 0 ? free_share :
+			free_avg + (free_share - free_avg) / PA_ADAPT_BASE;
 	window_placed = pa_leader.placed;
 	window_free = pa_leader.placed_free;
 	set_read_ahead(rate, n);
