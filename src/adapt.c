@@ -285,7 +285,9 @@ set_read_ahead(double rate, int n)
 	/*
 	 * Work too dependent for a wider set to spread (would_spread()) stays
 	 * where it is queued whatever the set: the bound would only cost
-	 * wake-ups of the leader, so read ahead as with a fixed count.
+	 * wake-ups of the leader, so read ahead as with a fixed count.  So does
+	 * all work once the set holds every worker (would_spread() is false
+	 * there too: no widening can come).
 	 */
 	if (free_avg >= 0 && !would_spread(free_avg, n))
 		per_worker = PA_MAX_INFLIGHT;
